@@ -1,0 +1,176 @@
+//! `ferry bench`: a load driver. It starts the host (echo flow) and the Graph API emulator on loopback,
+//! posts signed events from many users at full speed, and reports acknowledged events per second, p50/p99
+//! acknowledgement latency, completed turns per second and peak memory.
+//!
+//! Everything runs in this one process on the same cores: the figures include the driver's and the
+//! emulator's own cost, so the host alone does better.
+
+use crate::config::Config;
+use crate::sim::{events, Sim, SimConfig, SimPage};
+use anyhow::bail;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+const PAGE: &str = "1234567890";
+const TOKEN: &str = "bench-page-token";
+const SECRET: &str = "bench-app-secret";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Events to post.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
+    /// Distinct users the events come from.
+    #[arg(long, default_value_t = 1_000)]
+    pub users: usize,
+    /// Concurrent webhook connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Send typing indicators (one extra Send API call per message).
+    #[arg(long)]
+    pub typing: bool,
+}
+
+pub struct BenchReport {
+    pub events: usize,
+    pub acked_per_sec: f64,
+    pub ack_p50_us: f64,
+    pub ack_p99_us: f64,
+    pub turns_per_sec: f64,
+    pub peak_rss_mib: f64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "ferry bench: {} events from {} users over {} connections, echo flow, typing indicators {}",
+        args.events,
+        args.users,
+        args.connections,
+        if args.typing { "on" } else { "off" }
+    );
+    let r = measure(&args).await?;
+    println!("acknowledged events/s : {:.0}", r.acked_per_sec);
+    println!("ack latency p50 / p99 : {:.0} us / {:.0} us", r.ack_p50_us, r.ack_p99_us);
+    println!("completed turns/s     : {:.0}", r.turns_per_sec);
+    println!("peak RSS (whole bench): {:.0} MiB", r.peak_rss_mib);
+    Ok(())
+}
+
+pub async fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
+    let mut sim_cfg = SimConfig::default();
+    sim_cfg.pages = vec![SimPage::new(PAGE, TOKEN, Some(SECRET), "Bench")];
+    sim_cfg.accept_unknown_users = true;
+    sim_cfg.record_calls = false;
+    let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let config = Config::parse(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+max_pending_events = 1000000
+[graph]
+base_url = "{}"
+[[endpoint]]
+id = "bench"
+page_id = "{PAGE}"
+page_access_token = "{TOKEN}"
+app_secret = "{SECRET}"
+verify_token = "v"
+[endpoint.profiles]
+request = false
+[endpoint.messenger]
+typing_indicators = {}
+message_delay_ms = 0
+mark_seen = false
+[endpoint.flow]
+kind = "echo"
+"#,
+        sim.url(),
+        args.typing
+    ))?;
+    let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let url = host.webhook_url("bench");
+
+    // Bodies are signed before the clock starts: the driver should measure the host, not itself.
+    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
+        (0..args.events)
+            .map(|i| {
+                let psid = format!("{}", 10_000_000 + i % args.users.max(1));
+                let item = events::text(PAGE, &psid, &format!("m.{i}"), "hello", i as u64 + 1);
+                let body = events::to_meta_bytes(&events::wrap(PAGE, vec![item]));
+                let sig = crate::messenger::signature::sign_sha256(SECRET, &body);
+                (body, sig)
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let (bodies, next, url) = (Arc::clone(&bodies), Arc::clone(&next), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().pool_max_idle_per_host(1).tcp_nodelay(true).build()?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, sig)) = bodies.get(i) else { break };
+                let t = Instant::now();
+                let r = http
+                    .post(&url)
+                    .header("x-hub-signature-256", sig)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                let status = r.status().as_u16();
+                let _ = r.bytes().await?;
+                if status != 200 {
+                    bail!("event {i} answered {status}");
+                }
+                latencies.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(args.events);
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let acked_in = started.elapsed();
+    if !host.wait_idle(Duration::from_secs(600)).await {
+        bail!("turns did not finish");
+    }
+    let turns_in = started.elapsed();
+    let sent = sim.counters().messages as usize;
+    if sent != args.events {
+        bail!("the emulator received {sent} messages for {} events", args.events);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+    let report = BenchReport {
+        events: args.events,
+        acked_per_sec: args.events as f64 / acked_in.as_secs_f64(),
+        ack_p50_us: pct(0.50),
+        ack_p99_us: pct(0.99),
+        turns_per_sec: args.events as f64 / turns_in.as_secs_f64(),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    host.stop(Duration::from_secs(5)).await?;
+    sim.shutdown();
+    Ok(report)
+}
+
+/// VmHWM of this process, in MiB (0 where /proc is not available).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,76 @@
+//! The `ferry` command line. Everything it runs lives in the library.
+
+use clap::{Parser, Subcommand};
+use ferry::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "A Messenger endpoint host with WebAssembly transformer plugins")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host with a configuration file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Play a scripted conversation through the host, the Graph API emulator and the echo flow, on loopback.
+    Demo,
+    /// Run the Graph API emulator alone (for developing bots locally).
+    Sim(ferry::sim::cli::SimArgs),
+    /// Check a configuration file and print what it configures.
+    CheckConfig { file: PathBuf },
+    /// Load-test the host through the echo flow and the emulator; prints throughput and latency.
+    Bench(ferry::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config } => {
+            ferry::logging::init("info");
+            let config = Config::load(&config)?;
+            ferry::run::serve(config, ferry::run::shutdown_signal()).await
+        }
+        Command::Demo => {
+            ferry::logging::init("warn");
+            ferry::demo::run().await
+        }
+        Command::Sim(args) => {
+            ferry::logging::init("info");
+            ferry::sim::cli::run(args).await
+        }
+        Command::CheckConfig { file } => {
+            let config = Config::load(&file)?;
+            println!("{}", config.summary());
+            Ok(())
+        }
+        Command::Bench(args) => {
+            ferry::logging::init("error");
+            ferry::bench::run(args).await
+        }
+    }
+}

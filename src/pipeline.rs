@@ -1,0 +1,354 @@
+//! One turn, from an accepted webhook event to the last delivered message.
+//!
+//! ```text
+//!   event ─▶ mark_seen ─▶ profile ─▶ flow input ─▶ [INPUT HOOK] ─▶ flow ─▶ per output:
+//!        convert ─▶ [OUTPUT HOOK] ─▶ deliver (typing, delay, Send API) ─▶ … ─▶ [EXECUTION FINISHED HOOK]
+//! ```
+//! Turns of one (endpoint, user) never overlap (see `dispatch`), so everything here may assume it is the
+//! only work for that user.
+
+use crate::app::{Core, Endpoint};
+use crate::flow::{FlowError, FlowInput, FlowOutput};
+use crate::messenger::convert::output_to_messages;
+use crate::messenger::graph::{GraphError, SendResponse};
+use crate::messenger::webhook::Event;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Meta shows a typing indicator for about 20 s; re-send it before that runs out.
+const TYPING_REFRESH: Duration = Duration::from_secs(15);
+
+/// An accepted event waiting for its turn.
+pub struct Job {
+    pub core: Arc<Core>,
+    pub endpoint: Arc<Endpoint>,
+    pub event: Event,
+    pub accepted_at: Instant,
+}
+
+/// How a turn ended, as counted in `ferry_turns_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The flow answered and its outputs were delivered (or it had none).
+    Completed,
+    /// The flow failed; the fallback text (if any) was sent.
+    FlowFailed,
+    /// A plugin's input hook dropped the event.
+    Dropped,
+    /// A plugin's input hook answered directly; the flow did not run.
+    Replied,
+    /// The event names no user to answer.
+    NoUser,
+}
+
+impl Outcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::FlowFailed => "flow_failed",
+            Outcome::Dropped => "dropped",
+            Outcome::Replied => "replied",
+            Outcome::NoUser => "no_user",
+        }
+    }
+}
+
+/// Runs one turn and records its outcome. Never panics on bad input: every failure is logged and counted.
+pub async fn run_turn(job: Job) {
+    let Job {
+        core,
+        endpoint,
+        event,
+        accepted_at,
+    } = job;
+    let outcome = turn(&core, &endpoint, &event).await;
+    let labels = [("endpoint", &*endpoint.id)];
+    core.metrics.observe(
+        "ferry_turn_duration_seconds",
+        &labels,
+        accepted_at.elapsed().as_secs_f64(),
+    );
+    core.metrics.inc(
+        "ferry_turns_total",
+        &[("endpoint", &*endpoint.id), ("outcome", outcome.label())],
+    );
+}
+
+async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
+    let Some(user) = User::of(event) else {
+        tracing::warn!(endpoint = %ep.id, kind = event.kind_name(), "event names no user; ignored");
+        return Outcome::NoUser;
+    };
+    let mut delivery = Delivery::new(core, ep, &user);
+    if ep.config.messenger.mark_seen {
+        delivery.sender_action("mark_seen").await;
+    }
+    let profile = fetch_profile(core, ep, &user).await;
+    let session_id = core.sessions.session_for(&ep.id, user.id());
+    let input = flow_input(event, &user, session_id, profile);
+
+    // ── INPUT HOOK seam: a plugin may patch `input`, drop the event, or answer directly. ──
+
+    let outputs = match call_flow(core, ep, &input).await {
+        Ok(outputs) => outputs,
+        Err(_) => {
+            if let Some(text) = &ep.config.flow.fallback_text {
+                deliver_output(&mut delivery, ep, &FlowOutput {
+                    text: Some(text.clone()),
+                    data: None,
+                })
+                .await;
+            }
+            return Outcome::FlowFailed;
+        }
+    };
+    for output in &outputs {
+        deliver_output(&mut delivery, ep, output).await;
+    }
+
+    // ── EXECUTION FINISHED HOOK seam: the plugin sees every output and every message sent. ──
+
+    Outcome::Completed
+}
+
+/// Converts one output and delivers its messages in order.
+async fn deliver_output(delivery: &mut Delivery<'_>, ep: &Endpoint, output: &FlowOutput) {
+    let messages = match output_to_messages(output.text.as_deref(), output.data.as_ref()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(endpoint = %ep.id, error = %e, "flow output not sent: cannot convert it");
+            delivery
+                .core
+                .metrics
+                .inc("ferry_output_errors_total", &[("endpoint", &*ep.id)]);
+            return;
+        }
+    };
+
+    // ── OUTPUT HOOK seam: a plugin sees `output` and `messages`, and may replace or skip them. ──
+
+    for message in messages {
+        delivery.message(message).await;
+    }
+}
+
+/// Who a turn answers: a PSID, or the `user_ref` of a checkbox opt-in (which has no PSID yet).
+pub enum User {
+    Psid(String),
+    UserRef(String),
+}
+
+impl User {
+    fn of(event: &Event) -> Option<User> {
+        let id = event.user_id()?.to_string();
+        if event.sender.is_none() {
+            Some(User::UserRef(id))
+        } else {
+            Some(User::Psid(id))
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            User::Psid(id) | User::UserRef(id) => id,
+        }
+    }
+
+    fn recipient(&self) -> Value {
+        match self {
+            User::Psid(id) => json!({ "id": id }),
+            User::UserRef(r) => json!({ "user_ref": r }),
+        }
+    }
+}
+
+async fn fetch_profile(core: &Core, ep: &Endpoint, user: &User) -> Option<Value> {
+    let User::Psid(psid) = user else { return None };
+    if !ep.config.profiles.request {
+        return None;
+    }
+    match ep
+        .profiles
+        .get(&core.graph, &ep.page, psid, &ep.extra_profile_fields)
+        .await
+    {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(endpoint = %ep.id, error = %e, "profile unavailable; the turn goes on without it");
+            core.metrics
+                .inc("ferry_profile_errors_total", &[("endpoint", &*ep.id)]);
+            None
+        }
+    }
+}
+
+/// Builds the flow input: the text the user meant, and `data` with the request, profile and attachments.
+pub fn flow_input(
+    event: &Event,
+    user: &User,
+    session_id: String,
+    profile: Option<Value>,
+) -> FlowInput {
+    let request: Value = serde_json::from_str(event.raw.get()).unwrap_or(Value::Null);
+    let text = input_text(&request);
+    let attachments = request
+        .pointer("/message/attachments")
+        .filter(|a| a.is_array())
+        .cloned()
+        .unwrap_or_else(|| Value::Array(Vec::new()));
+    let mut data = Map::new();
+    data.insert("request".into(), request);
+    if let Some(p) = profile {
+        data.insert("profile".into(), p);
+    }
+    data.insert("attachments".into(), attachments);
+    FlowInput {
+        user_id: user.id().to_string(),
+        session_id,
+        text,
+        data,
+    }
+}
+
+/// The quick reply payload, else the message text, else the postback payload.
+fn input_text(request: &Value) -> Option<String> {
+    [
+        "/message/quick_reply/payload",
+        "/message/text",
+        "/postback/payload",
+    ]
+    .iter()
+    .find_map(|p| request.pointer(p).and_then(Value::as_str))
+    .map(str::to_string)
+}
+
+async fn call_flow(
+    core: &Core,
+    ep: &Endpoint,
+    input: &FlowInput,
+) -> Result<Vec<FlowOutput>, FlowError> {
+    let started = Instant::now();
+    let timeout = Duration::from_millis(ep.config.flow.timeout_ms);
+    let result = ep.flow.run(&ep.flow_endpoint, input, timeout).await;
+    core.metrics.observe(
+        "ferry_flow_duration_seconds",
+        &[("endpoint", &*ep.id)],
+        started.elapsed().as_secs_f64(),
+    );
+    if let Err(e) = &result {
+        tracing::warn!(endpoint = %ep.id, error = %e, "flow failed");
+        core.metrics.inc(
+            "ferry_flow_errors_total",
+            &[("endpoint", &*ep.id), ("kind", e.kind())],
+        );
+    }
+    result
+}
+
+/// Delivers one turn's messages to one user, in order, with typing indicators and delays.
+pub struct Delivery<'a> {
+    core: &'a Core,
+    ep: &'a Endpoint,
+    recipient: Value,
+    /// Sender actions are not allowed for `user_ref` recipients.
+    can_act: bool,
+    sent: usize,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(core: &'a Core, ep: &'a Endpoint, user: &User) -> Delivery<'a> {
+        Delivery {
+            core,
+            ep,
+            recipient: user.recipient(),
+            can_act: matches!(user, User::Psid(_)),
+            sent: 0,
+        }
+    }
+
+    /// Sends one message: typing indicator first, and the configured pause after the previous message.
+    pub async fn message(&mut self, message: Value) -> Option<SendResponse> {
+        let typing = self.can_act && self.ep.config.messenger.typing_indicators;
+        if typing {
+            self.sender_action("typing_on").await;
+        }
+        if self.sent > 0 {
+            self.pause(typing).await;
+        }
+        let body = json!({
+            "recipient": self.recipient,
+            "messaging_type": "RESPONSE",
+            "message": message,
+        });
+        let result = self.call(&body).await;
+        self.sent += 1;
+        result.ok()
+    }
+
+    /// Waits `message_delay_ms`, re-sending the typing indicator before Meta hides it.
+    async fn pause(&self, typing: bool) {
+        let mut left = Duration::from_millis(self.ep.config.messenger.message_delay_ms);
+        while left > Duration::ZERO {
+            let step = left.min(TYPING_REFRESH);
+            tokio::time::sleep(step).await;
+            left -= step;
+            if typing && left > Duration::ZERO {
+                self.sender_action("typing_on").await;
+            }
+        }
+    }
+
+    async fn sender_action(&self, action: &str) {
+        if !self.can_act {
+            return;
+        }
+        let body = json!({ "recipient": self.recipient, "sender_action": action });
+        let _ = self.call(&body).await;
+    }
+
+    async fn call(&self, body: &Value) -> Result<SendResponse, GraphError> {
+        let started = Instant::now();
+        let result = self.core.graph.send(&self.ep.page, body).await;
+        let labels = [("endpoint", &*self.ep.id)];
+        self.core.metrics.observe(
+            "ferry_send_duration_seconds",
+            &labels,
+            started.elapsed().as_secs_f64(),
+        );
+        match &result {
+            Ok(_) => {
+                if body.get("message").is_some() {
+                    self.core.metrics.inc("ferry_messages_sent_total", &labels);
+                }
+            }
+            Err(e) => {
+                let code = e.code_label();
+                tracing::warn!(endpoint = %self.ep.id, error = %e, retry = ?e.retry(), "Send API call failed");
+                self.core.metrics.inc(
+                    "ferry_send_errors_total",
+                    &[("endpoint", &*self.ep.id), ("code", &code)],
+                );
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_text_prefers_quick_reply_then_text_then_postback() {
+        let qr = json!({"message":{"text":"Red","quick_reply":{"payload":"COLOR_RED"}}});
+        assert_eq!(input_text(&qr).as_deref(), Some("COLOR_RED"));
+        let text = json!({"message":{"text":"hi"}});
+        assert_eq!(input_text(&text).as_deref(), Some("hi"));
+        let pb = json!({"postback":{"title":"Start","payload":"GET_STARTED"}});
+        assert_eq!(input_text(&pb).as_deref(), Some("GET_STARTED"));
+        let att = json!({"message":{"attachments":[{"type":"image","payload":{"url":"u"}}]}});
+        assert_eq!(input_text(&att), None);
+        assert_eq!(input_text(&json!({"referral":{"ref":"x"}})), None);
+    }
+}

@@ -1,0 +1,116 @@
+//! Starting and stopping a host: used by `ferry serve`, the demo, the benchmark and the tests alike, so all
+//! of them exercise the real server on a real socket.
+
+use crate::app::App;
+use crate::config::Config;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A host serving in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The webhook URL of an endpoint.
+    pub fn webhook_url(&self, endpoint_id: &str) -> String {
+        format!("{}/webhooks/messenger/{endpoint_id}", self.url())
+    }
+
+    /// Waits until every accepted event finished its turn (or `timeout` passes); true when idle.
+    pub async fn wait_idle(&self, timeout: Duration) -> bool {
+        wait_idle(&self.app, timeout).await
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits for turns in flight up to `grace`.
+    pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.context("server task failed")??;
+        wait_idle(&self.app, grace).await;
+        Ok(())
+    }
+}
+
+/// Starts a host on `listener` (bind 127.0.0.1:0 in tests).
+pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let app = App::new(config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(crate::server::serve(Arc::clone(&app), listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        addr,
+        app,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// `ferry serve`: binds the configured address and serves until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listen = config.server.listen.0;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let endpoints: Vec<String> = config.endpoints.iter().map(|e| e.id().to_string()).collect();
+    tracing::info!(%listen, ?endpoints, "ferry is serving");
+    let app = App::new(config);
+    crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
+    tracing::info!(pending = app.dispatcher.pending(), "stopped accepting; finishing turns in flight");
+    if !wait_idle(&app, Duration::from_secs(30)).await {
+        tracing::warn!(pending = app.dispatcher.pending(), "turns still in flight at shutdown were abandoned");
+    }
+    Ok(())
+}
+
+async fn wait_idle(app: &App, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while app.dispatcher.pending() > 0 {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
