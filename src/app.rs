@@ -49,7 +49,12 @@ impl Endpoint {
             page_id: config.page_id.0.clone(),
         };
         let profiles = ProfileCache::new(Duration::from_secs(config.profiles.cache_ttl_secs));
-        let extra_profile_fields = config.profiles.extra_fields.iter().map(|f| f.as_str()).collect();
+        let extra_profile_fields = config
+            .profiles
+            .extra_fields
+            .iter()
+            .map(|f| f.as_str())
+            .collect();
         Endpoint {
             id,
             config,

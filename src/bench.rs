@@ -52,17 +52,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let r = measure(&args).await?;
     println!("acknowledged events/s : {:.0}", r.acked_per_sec);
-    println!("ack latency p50 / p99 : {:.0} us / {:.0} us", r.ack_p50_us, r.ack_p99_us);
+    println!(
+        "ack latency p50 / p99 : {:.0} us / {:.0} us",
+        r.ack_p50_us, r.ack_p99_us
+    );
     println!("completed turns/s     : {:.0}", r.turns_per_sec);
     println!("peak RSS (whole bench): {:.0} MiB", r.peak_rss_mib);
     Ok(())
 }
 
 pub async fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
-    let mut sim_cfg = SimConfig::default();
-    sim_cfg.pages = vec![SimPage::new(PAGE, TOKEN, Some(SECRET), "Bench")];
-    sim_cfg.accept_unknown_users = true;
-    sim_cfg.record_calls = false;
+    let sim_cfg = SimConfig {
+        pages: vec![SimPage::new(PAGE, TOKEN, Some(SECRET), "Bench")],
+        accept_unknown_users: true,
+        record_calls: false,
+        ..SimConfig::default()
+    };
     let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
     let config = Config::parse(&format!(
         r#"
@@ -110,11 +115,16 @@ kind = "echo"
     for _ in 0..args.connections.max(1) {
         let (bodies, next, url) = (Arc::clone(&bodies), Arc::clone(&next), url.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().pool_max_idle_per_host(1).tcp_nodelay(true).build()?;
+            let http = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .tcp_nodelay(true)
+                .build()?;
             let mut latencies = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, sig)) = bodies.get(i) else { break };
+                let Some((body, sig)) = bodies.get(i) else {
+                    break;
+                };
                 let t = Instant::now();
                 let r = http
                     .post(&url)
@@ -144,10 +154,18 @@ kind = "echo"
     let turns_in = started.elapsed();
     let sent = sim.counters().messages as usize;
     if sent != args.events {
-        bail!("the emulator received {sent} messages for {} events", args.events);
+        bail!(
+            "the emulator received {sent} messages for {} events",
+            args.events
+        );
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let report = BenchReport {
         events: args.events,
         acked_per_sec: args.events as f64 / acked_in.as_secs_f64(),

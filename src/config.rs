@@ -89,10 +89,12 @@ pub fn expand_env(raw: &str) -> Result<String, String> {
             .ok_or_else(|| "unterminated `${` (expected `${NAME}`)".to_string())?;
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable reference"
+            ));
         }
-        let value = std::env::var(name)
-            .map_err(|_| format!("environment variable {name} is not set"))?;
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -271,7 +273,10 @@ impl Default for MessengerConfig {
 
 fn event_kinds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let kinds = Vec::<String>::deserialize(d)?;
-    if let Some(bad) = kinds.iter().find(|k| !KNOWN_EVENT_KINDS.contains(&k.as_str())) {
+    if let Some(bad) = kinds
+        .iter()
+        .find(|k| !KNOWN_EVENT_KINDS.contains(&k.as_str()))
+    {
         return Err(serde::de::Error::custom(format!(
             "unknown event kind `{bad}`, expected one of: {}",
             KNOWN_EVENT_KINDS.join(", ")
@@ -316,7 +321,9 @@ impl TryFrom<RawFlowConfig> for FlowConfig {
             (FlowKind::Http | FlowKind::Rasa, Some(u))
                 if !(u.starts_with("http://") || u.starts_with("https://")) =>
             {
-                return Err(format!("`url` must start with http:// or https://, got `{u}`"))
+                return Err(format!(
+                    "`url` must start with http:// or https://, got `{u}`"
+                ))
             }
             _ => {}
         }
@@ -408,7 +415,11 @@ impl Config {
                 &*ep.page_id,
                 ep.id(),
                 ep.flow.kind,
-                ep.flow.url.as_deref().map(|u| format!(" at {}", strip_query(u))).unwrap_or_default()
+                ep.flow
+                    .url
+                    .as_deref()
+                    .map(|u| format!(" at {}", strip_query(u)))
+                    .unwrap_or_default()
             ));
         }
         out
@@ -476,7 +487,10 @@ kind = "echo"
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let text = MINIMAL.replace("verify_token = \"verify\"", "verify_token = \"v\"\ncolour = 1");
+        let text = MINIMAL.replace(
+            "verify_token = \"verify\"",
+            "verify_token = \"v\"\ncolour = 1",
+        );
         std::env::set_var("FERRY_TEST_CFG_TOKEN", "abc");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
@@ -496,7 +510,10 @@ kind = "echo"
     fn missing_env_var_is_named_without_leaking_other_values() {
         let text = MINIMAL.replace("FERRY_TEST_CFG_TOKEN", "FERRY_TEST_DEFINITELY_UNSET");
         let err = Config::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("FERRY_TEST_DEFINITELY_UNSET is not set"), "{err}");
+        assert!(
+            err.contains("FERRY_TEST_DEFINITELY_UNSET is not set"),
+            "{err}"
+        );
         assert!(err.contains("line 8"), "{err}");
     }
 
@@ -505,7 +522,10 @@ kind = "echo"
         std::env::set_var("FERRY_TEST_CFG_TOKEN", "abc");
         let bad_listen = MINIMAL.replace("127.0.0.1:0", "nowhere");
         let err = Config::parse(&bad_listen).unwrap_err().to_string();
-        assert!(err.contains("listen") || err.contains("socket address"), "{err}");
+        assert!(
+            err.contains("listen") || err.contains("socket address"),
+            "{err}"
+        );
         assert!(err.contains("line 3"), "{err}");
 
         let http_without_url = MINIMAL.replace("kind = \"echo\"", "kind = \"http\"");
@@ -536,7 +556,8 @@ kind = "echo"
     #[test]
     fn unknown_flow_event_kind_is_rejected() {
         std::env::set_var("FERRY_TEST_CFG_TOKEN", "abc");
-        let text = format!("{MINIMAL}\n[endpoint.messenger]\nflow_events = [\"message\", \"mesage\"]\n");
+        let text =
+            format!("{MINIMAL}\n[endpoint.messenger]\nflow_events = [\"message\", \"mesage\"]\n");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(err.contains("mesage"), "{err}");
     }

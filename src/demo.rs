@@ -15,9 +15,11 @@ const VERIFY: &str = "demo-verify-token";
 const PSID: &str = "4242";
 
 pub async fn run() -> anyhow::Result<()> {
-    let mut sim_cfg = SimConfig::default();
-    sim_cfg.pages = vec![SimPage::new(PAGE, TOKEN, Some(SECRET), "Ferry Demo Shop")];
-    sim_cfg.users = vec![SimUser::new(PSID, PAGE, "Ada", "Lovelace", "ada")];
+    let sim_cfg = SimConfig {
+        pages: vec![SimPage::new(PAGE, TOKEN, Some(SECRET), "Ferry Demo Shop")],
+        users: vec![SimUser::new(PSID, PAGE, "Ada", "Lovelace", "ada")],
+        ..SimConfig::default()
+    };
     let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
     let config = Config::parse(&format!(
         r#"
@@ -41,12 +43,20 @@ kind = "echo"
         sim.url()
     ))?;
     let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
-    println!("Ferry demo: host {} · Graph API emulator {} · echo flow\n", host.url(), sim.url());
+    println!(
+        "Ferry demo: host {} · Graph API emulator {} · echo flow\n",
+        host.url(),
+        sim.url()
+    );
 
     let http = reqwest::Client::new();
     let challenge = http
         .get(host.webhook_url("demo"))
-        .query(&[("hub.mode", "subscribe"), ("hub.verify_token", VERIFY), ("hub.challenge", "1158201444")])
+        .query(&[
+            ("hub.mode", "subscribe"),
+            ("hub.verify_token", VERIFY),
+            ("hub.challenge", "1158201444"),
+        ])
         .send()
         .await?
         .text()
@@ -59,16 +69,33 @@ kind = "echo"
     let sender = sim::WebhookSender::new(http);
     let now = now_ms();
     let script = [
-        ("Ada types \"Hello Ferry!\"", events::text(PAGE, PSID, "mid.1", "Hello Ferry!", now)),
-        ("Ada taps the quick reply \"Tell me more\"", events::quick_reply(PAGE, PSID, "mid.2", "Tell me more", "MORE", now + 1)),
-        ("Ada taps a button (postback GET_STARTED)", events::postback(PAGE, PSID, "Get Started", "GET_STARTED", now + 2)),
-        ("Ada sends a photo", events::image(PAGE, PSID, "mid.3", "https://example.com/cat.jpg", now + 3)),
-        ("Ada types \"buttons\"", events::text(PAGE, PSID, "mid.4", "buttons", now + 4)),
+        (
+            "Ada types \"Hello Ferry!\"",
+            events::text(PAGE, PSID, "mid.1", "Hello Ferry!", now),
+        ),
+        (
+            "Ada taps the quick reply \"Tell me more\"",
+            events::quick_reply(PAGE, PSID, "mid.2", "Tell me more", "MORE", now + 1),
+        ),
+        (
+            "Ada taps a button (postback GET_STARTED)",
+            events::postback(PAGE, PSID, "Get Started", "GET_STARTED", now + 2),
+        ),
+        (
+            "Ada sends a photo",
+            events::image(PAGE, PSID, "mid.3", "https://example.com/cat.jpg", now + 3),
+        ),
+        (
+            "Ada types \"buttons\"",
+            events::text(PAGE, PSID, "mid.4", "buttons", now + 4),
+        ),
     ];
     for (what, item) in script {
         sim.clear_calls();
         let body = events::to_meta_bytes(&events::wrap(PAGE, vec![item]));
-        let status = sender.post(&host.webhook_url("demo"), SECRET, &body).await?;
+        let status = sender
+            .post(&host.webhook_url("demo"), SECRET, &body)
+            .await?;
         println!("▶ {what}   (webhook answered {status})");
         if !host.wait_idle(Duration::from_secs(10)).await {
             bail!("the turn did not finish within 10 s");
@@ -85,7 +112,9 @@ kind = "echo"
         "Done: {} messages and {} sender actions delivered through the emulator; every call carried appsecret_proof.",
         counters.messages, counters.sender_actions
     );
-    host.stop(Duration::from_secs(5)).await.context("stopping the host")?;
+    host.stop(Duration::from_secs(5))
+        .await
+        .context("stopping the host")?;
     sim.shutdown();
     Ok(())
 }
@@ -122,7 +151,10 @@ fn describe(message: &Value) -> String {
         }
         (_, Some(p)) => format!(
             "[{} {}]",
-            message.pointer("/attachment/type").and_then(Value::as_str).unwrap_or("attachment"),
+            message
+                .pointer("/attachment/type")
+                .and_then(Value::as_str)
+                .unwrap_or("attachment"),
             p.get("url").and_then(Value::as_str).unwrap_or_default()
         ),
         _ => message.to_string(),

@@ -122,7 +122,9 @@ where
 impl<K, J, H> Drop for Reservation<'_, K, J, H> {
     fn drop(&mut self) {
         if self.left > 0 {
-            self.dispatcher.pending.fetch_sub(self.left, Ordering::AcqRel);
+            self.dispatcher
+                .pending
+                .fetch_sub(self.left, Ordering::AcqRel);
         }
     }
 }
@@ -155,11 +157,19 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // 20 users x ~55 ms of sleeps each: concurrent users finish far sooner than 20 x 55 ms.
-        assert!(start.elapsed() < Duration::from_millis(800), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_millis(800),
+            "{:?}",
+            start.elapsed()
+        );
         let log = log.lock().unwrap();
         assert_eq!(log.len(), 200);
         for user in 0..20 {
-            let seq: Vec<u32> = log.iter().filter(|(u, _)| *u == user).map(|(_, n)| *n).collect();
+            let seq: Vec<u32> = log
+                .iter()
+                .filter(|(u, _)| *u == user)
+                .map(|(_, n)| *n)
+                .collect();
             assert_eq!(seq, (0..10).collect::<Vec<_>>(), "user {user}");
         }
         assert!(d.queues.lock().unwrap().is_empty());

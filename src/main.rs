@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "ferry", version, about = "A Messenger endpoint host with WebAssembly transformer plugins")]
+#[command(
+    name = "ferry",
+    version,
+    about = "A Messenger endpoint host with WebAssembly transformer plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,7 @@ enum Command {
     /// Play a scripted conversation through the host, the Graph API emulator and the echo flow, on loopback.
     Demo,
     /// Run the Graph API emulator alone (for developing bots locally).
-    Sim(ferry::sim::cli::SimArgs),
+    Sim(Box<ferry::sim::cli::SimArgs>),
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
     /// Load-test the host through the echo flow and the emulator; prints throughput and latency.
@@ -31,7 +35,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
@@ -61,7 +68,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Sim(args) => {
             ferry::logging::init("info");
-            ferry::sim::cli::run(args).await
+            ferry::sim::cli::run(*args).await
         }
         Command::CheckConfig { file } => {
             let config = Config::load(&file)?;

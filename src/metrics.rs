@@ -10,19 +10,71 @@ use std::sync::Mutex;
 
 /// Every metric Ferry exports, with its help text. Names are a stable contract (dashboards rely on them).
 const HELP: &[(&str, &str, &str)] = &[
-    ("ferry_events_received_total", "counter", "Webhook events accepted, by endpoint and event kind."),
-    ("ferry_events_ignored_total", "counter", "Webhook events ignored, by endpoint and reason."),
-    ("ferry_signature_failures_total", "counter", "Webhook calls rejected for a missing or wrong signature."),
-    ("ferry_webhook_rejected_total", "counter", "Webhook calls rejected before parsing, by endpoint and reason."),
-    ("ferry_turns_total", "counter", "Turns completed, by endpoint and outcome."),
-    ("ferry_flow_errors_total", "counter", "Flow calls that failed, by endpoint and kind."),
-    ("ferry_output_errors_total", "counter", "Flow outputs that could not be converted to Send API messages."),
-    ("ferry_send_errors_total", "counter", "Send API calls that failed, by endpoint and Graph error code."),
-    ("ferry_messages_sent_total", "counter", "Send API messages delivered, by endpoint."),
-    ("ferry_profile_errors_total", "counter", "Profile look-ups that failed, by endpoint."),
-    ("ferry_flow_duration_seconds", "histogram", "Time the flow took to answer."),
-    ("ferry_send_duration_seconds", "histogram", "Time one Send API call took."),
-    ("ferry_turn_duration_seconds", "histogram", "Time from accepting an event to the end of its turn."),
+    (
+        "ferry_events_received_total",
+        "counter",
+        "Webhook events accepted, by endpoint and event kind.",
+    ),
+    (
+        "ferry_events_ignored_total",
+        "counter",
+        "Webhook events ignored, by endpoint and reason.",
+    ),
+    (
+        "ferry_signature_failures_total",
+        "counter",
+        "Webhook calls rejected for a missing or wrong signature.",
+    ),
+    (
+        "ferry_webhook_rejected_total",
+        "counter",
+        "Webhook calls rejected before parsing, by endpoint and reason.",
+    ),
+    (
+        "ferry_turns_total",
+        "counter",
+        "Turns completed, by endpoint and outcome.",
+    ),
+    (
+        "ferry_flow_errors_total",
+        "counter",
+        "Flow calls that failed, by endpoint and kind.",
+    ),
+    (
+        "ferry_output_errors_total",
+        "counter",
+        "Flow outputs that could not be converted to Send API messages.",
+    ),
+    (
+        "ferry_send_errors_total",
+        "counter",
+        "Send API calls that failed, by endpoint and Graph error code.",
+    ),
+    (
+        "ferry_messages_sent_total",
+        "counter",
+        "Send API messages delivered, by endpoint.",
+    ),
+    (
+        "ferry_profile_errors_total",
+        "counter",
+        "Profile look-ups that failed, by endpoint.",
+    ),
+    (
+        "ferry_flow_duration_seconds",
+        "histogram",
+        "Time the flow took to answer.",
+    ),
+    (
+        "ferry_send_duration_seconds",
+        "histogram",
+        "Time one Send API call took.",
+    ),
+    (
+        "ferry_turn_duration_seconds",
+        "histogram",
+        "Time from accepting an event to the end of its turn.",
+    ),
 ];
 
 const BUCKETS: [f64; 14] = [
@@ -45,7 +97,10 @@ pub struct Metrics {
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
-    (name, labels.iter().map(|(k, v)| (*k, v.to_string())).collect())
+    (
+        name,
+        labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+    )
 }
 
 impl Metrics {
@@ -95,11 +150,10 @@ impl Metrics {
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters = self.counters.lock().map(|c| {
-            c.iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect::<Vec<_>>()
-        });
+        let counters = self
+            .counters
+            .lock()
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>());
         let counters = counters.unwrap_or_default();
         for (name, kind, help) in HELP {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -120,11 +174,26 @@ impl Metrics {
 fn render_histogram(out: &mut String, name: &str, labels: &[(&str, String)], h: &Histogram) {
     for (i, bound) in BUCKETS.iter().enumerate() {
         let le = bound.to_string();
-        let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some(&le)), h.counts[i]);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {}",
+            render_labels(labels, Some(&le)),
+            h.counts[i]
+        );
     }
-    let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some("+Inf")), h.count);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{} {}",
+        render_labels(labels, Some("+Inf")),
+        h.count
+    );
     let _ = writeln!(out, "{name}_sum{} {}", render_labels(labels, None), h.sum);
-    let _ = writeln!(out, "{name}_count{} {}", render_labels(labels, None), h.count);
+    let _ = writeln!(
+        out,
+        "{name}_count{} {}",
+        render_labels(labels, None),
+        h.count
+    );
 }
 
 fn render_labels(labels: &[(&str, String)], le: Option<&str>) -> String {
@@ -143,7 +212,9 @@ fn render_labels(labels: &[(&str, String)], le: Option<&str>) -> String {
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -153,17 +224,34 @@ mod tests {
     #[test]
     fn renders_counters_and_histograms() {
         let m = Metrics::new();
-        m.inc("ferry_events_received_total", &[("endpoint", "shop"), ("kind", "message")]);
-        m.inc("ferry_events_received_total", &[("endpoint", "shop"), ("kind", "message")]);
-        m.observe("ferry_flow_duration_seconds", &[("endpoint", "shop")], 0.003);
+        m.inc(
+            "ferry_events_received_total",
+            &[("endpoint", "shop"), ("kind", "message")],
+        );
+        m.inc(
+            "ferry_events_received_total",
+            &[("endpoint", "shop"), ("kind", "message")],
+        );
+        m.observe(
+            "ferry_flow_duration_seconds",
+            &[("endpoint", "shop")],
+            0.003,
+        );
         let text = m.render();
         assert!(text.contains("ferry_events_received_total{endpoint=\"shop\",kind=\"message\"} 2"));
-        assert!(text.contains("ferry_flow_duration_seconds_bucket{endpoint=\"shop\",le=\"0.0025\"} 0"));
-        assert!(text.contains("ferry_flow_duration_seconds_bucket{endpoint=\"shop\",le=\"0.005\"} 1"));
+        assert!(
+            text.contains("ferry_flow_duration_seconds_bucket{endpoint=\"shop\",le=\"0.0025\"} 0")
+        );
+        assert!(
+            text.contains("ferry_flow_duration_seconds_bucket{endpoint=\"shop\",le=\"0.005\"} 1")
+        );
         assert!(text.contains("ferry_flow_duration_seconds_count{endpoint=\"shop\"} 1"));
         assert!(text.contains("# TYPE ferry_send_duration_seconds histogram"));
         assert_eq!(
-            m.counter("ferry_events_received_total", &[("endpoint", "shop"), ("kind", "message")]),
+            m.counter(
+                "ferry_events_received_total",
+                &[("endpoint", "shop"), ("kind", "message")]
+            ),
             2
         );
     }
@@ -171,7 +259,10 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
-        m.inc("ferry_send_errors_total", &[("endpoint", "a\"b"), ("code", "1")]);
+        m.inc(
+            "ferry_send_errors_total",
+            &[("endpoint", "a\"b"), ("code", "1")],
+        );
         assert!(m.render().contains("endpoint=\"a\\\"b\""));
     }
 }

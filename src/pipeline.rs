@@ -94,10 +94,14 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
         Ok(outputs) => outputs,
         Err(_) => {
             if let Some(text) = &ep.config.flow.fallback_text {
-                deliver_output(&mut delivery, ep, &FlowOutput {
-                    text: Some(text.clone()),
-                    data: None,
-                })
+                deliver_output(
+                    &mut delivery,
+                    ep,
+                    &FlowOutput {
+                        text: Some(text.clone()),
+                        data: None,
+                    },
+                )
                 .await;
             }
             return Outcome::FlowFailed;

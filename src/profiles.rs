@@ -43,7 +43,10 @@ impl ProfileCache {
                 let ttl = self.ttl;
                 map.retain(|_, (at, _)| at.elapsed() < ttl);
             }
-            map.insert((page_id.to_string(), psid.to_string()), (Instant::now(), value));
+            map.insert(
+                (page_id.to_string(), psid.to_string()),
+                (Instant::now(), value),
+            );
         }
     }
 

@@ -51,9 +51,13 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Runn
     let addr = listener.local_addr()?;
     let app = App::new(config);
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(crate::server::serve(Arc::clone(&app), listener, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(crate::server::serve(
+        Arc::clone(&app),
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Ok(Running {
         addr,
         app,
@@ -71,13 +75,23 @@ pub async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let endpoints: Vec<String> = config.endpoints.iter().map(|e| e.id().to_string()).collect();
+    let endpoints: Vec<String> = config
+        .endpoints
+        .iter()
+        .map(|e| e.id().to_string())
+        .collect();
     tracing::info!(%listen, ?endpoints, "ferry is serving");
     let app = App::new(config);
     crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
-    tracing::info!(pending = app.dispatcher.pending(), "stopped accepting; finishing turns in flight");
+    tracing::info!(
+        pending = app.dispatcher.pending(),
+        "stopped accepting; finishing turns in flight"
+    );
     if !wait_idle(&app, Duration::from_secs(30)).await {
-        tracing::warn!(pending = app.dispatcher.pending(), "turns still in flight at shutdown were abandoned");
+        tracing::warn!(
+            pending = app.dispatcher.pending(),
+            "turns still in flight at shutdown were abandoned"
+        );
     }
     Ok(())
 }

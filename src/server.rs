@@ -169,12 +169,7 @@ async fn receive_events(
 }
 
 /// Counts an event and decides whether it starts a turn. Events for another Page and echoes never do.
-fn admit(
-    app: &App,
-    ep: &crate::app::Endpoint,
-    entry_id: &str,
-    event: Event,
-) -> Option<Event> {
+fn admit(app: &App, ep: &crate::app::Endpoint, entry_id: &str, event: Event) -> Option<Event> {
     let metrics = &app.core.metrics;
     let kind = event.kind_name();
     let ignore = |reason: &'static str| {

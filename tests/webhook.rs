@@ -30,11 +30,15 @@ async fn verification_handshake() {
     assert_eq!(get(&h, &ok).await, (200, "0123456789012345678901".into()));
     let wrong = "/webhooks/messenger/shop?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1";
     assert_eq!(get(&h, wrong).await.0, 403);
-    let other_mode = format!("/webhooks/messenger/shop?hub.mode=unsubscribe&hub.verify_token={VERIFY}&hub.challenge=1");
+    let other_mode = format!(
+        "/webhooks/messenger/shop?hub.mode=unsubscribe&hub.verify_token={VERIFY}&hub.challenge=1"
+    );
     assert_eq!(get(&h, &other_mode).await.0, 400);
     let missing = format!("/webhooks/messenger/shop?hub.mode=subscribe&hub.verify_token={VERIFY}");
     assert_eq!(get(&h, &missing).await.0, 400);
-    let unknown = format!("/webhooks/messenger/nope?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=1");
+    let unknown = format!(
+        "/webhooks/messenger/nope?hub.mode=subscribe&hub.verify_token={VERIFY}&hub.challenge=1"
+    );
     assert_eq!(get(&h, &unknown).await.0, 404);
 }
 
@@ -45,7 +49,9 @@ async fn signature_missing_wrong_and_right() {
     let (status, text) = h.post_with_headers(&body, &[]).await;
     assert_eq!(status, 401);
     let wrong = ferry::messenger::signature::sign_sha256("not-the-secret", &body);
-    let (status, reply) = h.post_with_headers(&body, &[("x-hub-signature-256", &wrong)]).await;
+    let (status, reply) = h
+        .post_with_headers(&body, &[("x-hub-signature-256", &wrong)])
+        .await;
     assert_eq!(status, 401);
     // The reply never reveals the expected value.
     let right = ferry::messenger::signature::sign_sha256(APP_SECRET, &body);
@@ -54,7 +60,10 @@ async fn signature_missing_wrong_and_right() {
     h.idle().await;
     assert_eq!(h.texts(), vec!["You said: hi"]);
     let m = h.metrics().await;
-    assert!(m.contains("ferry_signature_failures_total{endpoint=\"shop\"} 2"), "{m}");
+    assert!(
+        m.contains("ferry_signature_failures_total{endpoint=\"shop\"} 2"),
+        "{m}"
+    );
 }
 
 fn sha1_header(body: &[u8]) -> String {
@@ -69,13 +78,26 @@ async fn sha1_is_refused_unless_enabled() {
     let off = echo_harness("").await;
     let body = serde_json::to_vec(&body(vec![text_event("u1", "m1", "hi", 1)])).unwrap();
     let sha1 = sha1_header(&body);
-    assert_eq!(off.post_with_headers(&body, &[("x-hub-signature", &sha1)]).await.0, 401);
+    assert_eq!(
+        off.post_with_headers(&body, &[("x-hub-signature", &sha1)])
+            .await
+            .0,
+        401
+    );
 
     let on = echo_harness("accept_sha1 = true").await;
-    assert_eq!(on.post_with_headers(&body, &[("x-hub-signature", &sha1)]).await.0, 200);
+    assert_eq!(
+        on.post_with_headers(&body, &[("x-hub-signature", &sha1)])
+            .await
+            .0,
+        200
+    );
     // With both headers the sha256 one decides, even when the sha1 one is right.
     let bad256 = ferry::messenger::signature::sign_sha256("wrong", &body);
-    let both = [("x-hub-signature", sha1.as_str()), ("x-hub-signature-256", bad256.as_str())];
+    let both = [
+        ("x-hub-signature", sha1.as_str()),
+        ("x-hub-signature-256", bad256.as_str()),
+    ];
     assert_eq!(on.post_with_headers(&body, &both).await.0, 401);
 }
 
@@ -112,10 +134,23 @@ async fn malformed_bodies_and_unknown_endpoint() {
     assert_eq!(h.post_signed(b"").await.0, 400);
     // Odd but JSON: accepted, nothing runs.
     assert_eq!(h.post_json(&json!({"object":"page"})).await.0, 200);
-    assert_eq!(h.post_json(&json!({"object":"page","entry":"x"})).await.0, 200);
-    assert_eq!(h.post_json(&json!({"object":"page","entry":[{"id":PAGE,"messaging":[7]}]})).await.0, 200);
+    assert_eq!(
+        h.post_json(&json!({"object":"page","entry":"x"})).await.0,
+        200
+    );
+    assert_eq!(
+        h.post_json(&json!({"object":"page","entry":[{"id":PAGE,"messaging":[7]}]}))
+            .await
+            .0,
+        200
+    );
     // Another object type: 200 and ignored.
-    assert_eq!(h.post_json(&json!({"object":"instagram","entry":[]})).await.0, 200);
+    assert_eq!(
+        h.post_json(&json!({"object":"instagram","entry":[]}))
+            .await
+            .0,
+        200
+    );
     let r = h
         .http
         .post(h.host.webhook_url("nope"))
@@ -126,7 +161,12 @@ async fn malformed_bodies_and_unknown_endpoint() {
     assert_eq!(r.status().as_u16(), 404);
     h.idle().await;
     assert!(h.messages().is_empty());
-    let health = h.http.get(format!("{}/healthz", h.host.url())).send().await.unwrap();
+    let health = h
+        .http
+        .get(format!("{}/healthz", h.host.url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }
 
@@ -142,9 +182,20 @@ async fn batched_entries_and_standby_are_all_read() {
     h.idle().await;
     let mut texts = h.texts();
     texts.sort();
-    assert_eq!(texts, vec!["You said: four", "You said: one", "You said: three", "You said: two"]);
+    assert_eq!(
+        texts,
+        vec![
+            "You said: four",
+            "You said: one",
+            "You said: three",
+            "You said: two"
+        ]
+    );
     let m = h.metrics().await;
-    assert!(m.contains("ferry_events_received_total{endpoint=\"shop\",kind=\"message\"} 4"), "{m}");
+    assert!(
+        m.contains("ferry_events_received_total{endpoint=\"shop\",kind=\"message\"} 4"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -179,22 +230,46 @@ async fn echoes_other_pages_and_non_flow_kinds_never_reach_the_flow() {
     assert!(h.messages().is_empty());
     let m = h.metrics().await;
     for kind in [
-        "echo", "read", "delivery", "reaction", "message_edit", "account_linking", "pass_thread_control",
-        "take_thread_control", "request_thread_control", "app_roles", "policy_enforcement", "unknown",
+        "echo",
+        "read",
+        "delivery",
+        "reaction",
+        "message_edit",
+        "account_linking",
+        "pass_thread_control",
+        "take_thread_control",
+        "request_thread_control",
+        "app_roles",
+        "policy_enforcement",
+        "unknown",
     ] {
         assert!(
-            m.contains(&format!("ferry_events_received_total{{endpoint=\"shop\",kind=\"{kind}\"}} 1")),
+            m.contains(&format!(
+                "ferry_events_received_total{{endpoint=\"shop\",kind=\"{kind}\"}} 1"
+            )),
             "{kind} not counted:\n{m}"
         );
     }
-    assert!(m.contains("ferry_events_ignored_total{endpoint=\"shop\",reason=\"other_page\"} 2"), "{m}");
-    assert!(m.contains("ferry_events_ignored_total{endpoint=\"shop\",reason=\"echo\"} 1"), "{m}");
+    assert!(
+        m.contains("ferry_events_ignored_total{endpoint=\"shop\",reason=\"other_page\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ferry_events_ignored_total{endpoint=\"shop\",reason=\"echo\"} 1"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn every_flow_kind_reaches_the_flow_with_the_right_text() {
     let flow = TestFlow::answering(json!([])).await;
-    let ep = endpoint_toml(&flow.toml(), &format!("{}\n[endpoint.profiles]\nrequest = false\n", quiet_messenger()));
+    let ep = endpoint_toml(
+        &flow.toml(),
+        &format!(
+            "{}\n[endpoint.profiles]\nrequest = false\n",
+            quiet_messenger()
+        ),
+    );
     let h = Harness::start(sim_config(vec![sim_user("u1", "Ada")]), &ep).await;
     let page = PAGE;
     let items = vec![
@@ -225,10 +300,19 @@ async fn every_flow_kind_reaches_the_flow_with_the_right_text() {
     assert_eq!(optin["userId"], "ref-777");
     assert!(optin.get("text").is_none());
     assert_eq!(by_ts(6)["data"]["attachments"][0]["type"], "fallback");
-    assert_eq!(by_ts(7)["data"]["attachments"][0]["payload"]["coordinates"]["lat"], 52.5);
+    assert_eq!(
+        by_ts(7)["data"]["attachments"][0]["payload"]["coordinates"]["lat"],
+        52.5
+    );
     // data.request is the event as received; the endpoint block names the page.
-    assert_eq!(by_ts(3)["data"]["request"]["postback"]["referral"]["ref"], "ad");
-    assert_eq!(by_ts(1)["endpoint"], json!({"id":"shop","channel":"messenger","pageId":PAGE}));
+    assert_eq!(
+        by_ts(3)["data"]["request"]["postback"]["referral"]["ref"],
+        "ad"
+    );
+    assert_eq!(
+        by_ts(1)["endpoint"],
+        json!({"id":"shop","channel":"messenger","pageId":PAGE})
+    );
 }
 
 #[tokio::test]

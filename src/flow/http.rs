@@ -445,7 +445,7 @@ mod tests {
             "reply larger than 1 MiB",
         );
         // Exactly at the cap is fine.
-        let body = format!("{{\"outputs\":[]}}");
+        let body = "{\"outputs\":[]}".to_string();
         let body = format!("{body}{}", " ".repeat(MAX_REPLY_BYTES - body.len()));
         assert!(run_against(Reply::Json(200, body)).await.is_ok());
     }

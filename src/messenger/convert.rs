@@ -689,10 +689,7 @@ mod tests {
     #[test]
     fn whitespace_runs_at_split_points_are_dropped() {
         let text = format!("{}\n\n\n   {}", "a".repeat(10), "b".repeat(10));
-        assert_eq!(
-            split_text(&text, 15),
-            vec!["a".repeat(10), "b".repeat(10)]
-        );
+        assert_eq!(split_text(&text, 15), vec!["a".repeat(10), "b".repeat(10)]);
     }
 
     #[test]
@@ -787,9 +784,14 @@ mod tests {
     #[test]
     fn quick_replies_go_on_the_last_part_of_a_long_text() {
         let long = "Sentence number one. ".repeat(200);
-        let messages = convert(Some(&long), json!({ "quickReplies": [{ "title": "More" }] }));
+        let messages = convert(
+            Some(&long),
+            json!({ "quickReplies": [{ "title": "More" }] }),
+        );
         assert_eq!(messages.len(), 3);
-        assert!(messages[..2].iter().all(|m| m.get("quick_replies").is_none()));
+        assert!(messages[..2]
+            .iter()
+            .all(|m| m.get("quick_replies").is_none()));
         assert_eq!(messages[2]["quick_replies"][0]["title"], "More");
     }
 
@@ -978,8 +980,14 @@ mod tests {
                 json!({ "title": "A" }),
                 "data.buttons[0] needs one of payload, url or phone",
             ),
-            (json!("A"), "data.buttons[0] must be an object, got a string"),
-            (json!({ "payload": "A" }), "data.buttons[0].title is required"),
+            (
+                json!("A"),
+                "data.buttons[0] must be an object, got a string",
+            ),
+            (
+                json!({ "payload": "A" }),
+                "data.buttons[0].title is required",
+            ),
             (
                 json!({ "title": "A", "url": 5 }),
                 "data.buttons[0].url must be a string, got a number",
@@ -994,7 +1002,10 @@ mod tests {
             ),
         ];
         for (button, reason) in cases {
-            assert_eq!(convert_err(Some("?"), json!({ "buttons": [button] })), reason);
+            assert_eq!(
+                convert_err(Some("?"), json!({ "buttons": [button] })),
+                reason
+            );
         }
         assert_eq!(
             convert_err(Some("?"), json!({ "buttons": { "title": "A" } })),
@@ -1082,8 +1093,14 @@ mod tests {
     fn gallery_errors_name_the_field() {
         let button = json!({ "title": "B", "payload": "P" });
         let cases = [
-            (json!({ "title": "A" }), "data.gallery must be an array, got an object"),
-            (json!([{ "subtitle": "no title" }]), "data.gallery[0].title is required"),
+            (
+                json!({ "title": "A" }),
+                "data.gallery must be an array, got an object",
+            ),
+            (
+                json!([{ "subtitle": "no title" }]),
+                "data.gallery[0].title is required",
+            ),
             (
                 json!([{ "title": "A" }, { "title": "B", "url": false }]),
                 "data.gallery[1].url must be a string, got a boolean",
@@ -1134,13 +1151,22 @@ mod tests {
                 json!({ "type": "sticker", "url": "https://example.com/s" }),
                 "data.attachment.type is \"sticker\", expected one of image, audio, video, file",
             ),
-            (json!({ "url": "https://example.com/s" }), "data.attachment.type is required"),
-            (json!({ "type": "image" }), "data.attachment.url is required"),
+            (
+                json!({ "url": "https://example.com/s" }),
+                "data.attachment.type is required",
+            ),
+            (
+                json!({ "type": "image" }),
+                "data.attachment.url is required",
+            ),
             (
                 json!({ "type": "image", "url": 42 }),
                 "data.attachment.url must be a string, got a number",
             ),
-            (json!("https://example.com/a.png"), "data.attachment must be an object, got a string"),
+            (
+                json!("https://example.com/a.png"),
+                "data.attachment must be an object, got a string",
+            ),
         ];
         for (attachment, reason) in cases {
             assert_eq!(
@@ -1245,7 +1271,9 @@ mod tests {
                 "attachment": { "type": "gif", "url": "https://example.com/a.gif" },
             })),
         );
-        assert!(matches!(result, Err(ConvertError::UnknownValue { ref field, .. }) if field == "data.attachment.type"));
+        assert!(
+            matches!(result, Err(ConvertError::UnknownValue { ref field, .. }) if field == "data.attachment.type")
+        );
     }
 
     #[test]

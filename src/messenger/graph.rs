@@ -246,8 +246,21 @@ mod tests {
         for code in [1, 2, 4, 17, 32, 613, 1200, 80006] {
             assert_eq!(api(400, code, 0).retry(), Retry::Retryable, "code {code}");
         }
-        for (code, sub) in [(10, 2018278), (10, 2534022), (551, 1545041), (100, 0), (190, 0), (200, 0), (36000, 0), (10, 0)] {
-            assert_eq!(api(400, code, sub).retry(), Retry::Permanent, "code {code}/{sub}");
+        for (code, sub) in [
+            (10, 2018278),
+            (10, 2534022),
+            (551, 1545041),
+            (100, 0),
+            (190, 0),
+            (200, 0),
+            (36000, 0),
+            (10, 0),
+        ] {
+            assert_eq!(
+                api(400, code, sub).retry(),
+                Retry::Permanent,
+                "code {code}/{sub}"
+            );
         }
         assert_eq!(GraphError::Http { status: 500 }.retry(), Retry::Retryable);
         assert_eq!(GraphError::Http { status: 429 }.retry(), Retry::Retryable);
@@ -259,13 +272,18 @@ mod tests {
     fn parses_meta_error_bodies() {
         let body = br#"{"error":{"message":"(#613) Calls to this api have exceeded the rate limit.","type":"OAuthException","code":613,"error_subcode":0,"fbtrace_id":"AbC"}}"#;
         match parse_error(400, body) {
-            GraphError::Api { code, fbtrace_id, .. } => {
+            GraphError::Api {
+                code, fbtrace_id, ..
+            } => {
                 assert_eq!(code, 613);
                 assert_eq!(fbtrace_id, "AbC");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(parse_error(502, b"<html>"), GraphError::Http { status: 502 }));
+        assert!(matches!(
+            parse_error(502, b"<html>"),
+            GraphError::Http { status: 502 }
+        ));
     }
 
     #[test]

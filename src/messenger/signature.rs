@@ -42,8 +42,8 @@ fn verify_with<M: Mac + hmac::digest::KeyInit>(
         .strip_prefix(prefix)
         .ok_or(SignatureError::Malformed)?;
     let expected = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
-        .map_err(|_| SignatureError::Malformed)?;
+    let mut mac =
+        <M as hmac::digest::KeyInit>::new_from_slice(key).map_err(|_| SignatureError::Malformed)?;
     mac.update(body);
     // verify_slice compares in constant time.
     mac.verify_slice(&expected)
@@ -57,7 +57,10 @@ pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
 
 /// The header value Meta would send for `body`: `sha256=<hex>`.
 pub fn sign_sha256(app_secret: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(hmac_sha256(app_secret.as_bytes(), body)))
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(app_secret.as_bytes(), body))
+    )
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -83,7 +86,10 @@ mod tests {
             sign_sha256("Jefe", b"what do ya want for nothing?"),
             format!("sha256={RFC4231_2}")
         );
-        assert_eq!(appsecret_proof("Jefe", "what do ya want for nothing?"), RFC4231_2);
+        assert_eq!(
+            appsecret_proof("Jefe", "what do ya want for nothing?"),
+            RFC4231_2
+        );
     }
 
     #[test]
@@ -107,7 +113,10 @@ mod tests {
             verify(b"secret", body, Some(&good[7..]), None, false),
             Err(SignatureError::Malformed)
         );
-        assert_eq!(verify(b"secret", body, None, None, true), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(b"secret", body, None, None, true),
+            Err(SignatureError::Missing)
+        );
     }
 
     #[test]
@@ -116,7 +125,10 @@ mod tests {
         let mut mac = <Hmac<Sha1> as hmac::digest::KeyInit>::new_from_slice(b"secret").unwrap();
         mac.update(body);
         let sha1 = format!("sha1={}", hex::encode(mac.finalize().into_bytes()));
-        assert_eq!(verify(b"secret", body, None, Some(&sha1), false), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(b"secret", body, None, Some(&sha1), false),
+            Err(SignatureError::Missing)
+        );
         assert_eq!(verify(b"secret", body, None, Some(&sha1), true), Ok(()));
         let bad256 = sign_sha256("wrong", body);
         assert_eq!(

@@ -206,7 +206,9 @@ pub enum EventKind {
     PolicyEnforcement(PolicyEnforcement),
     /// A key this parser does not know, or a known key whose value had the wrong shape. `key` is the first key
     /// other than sender/recipient/timestamp (empty when there is none).
-    Unknown { key: String },
+    Unknown {
+        key: String,
+    },
 }
 
 impl EventKind {
@@ -369,8 +371,12 @@ fn sticker_id_of(payload: Option<&Value>) -> Option<String> {
 
 fn location_view(payload: Option<&Value>) -> AttachmentView {
     let coordinates = payload.and_then(|p| p.get("coordinates"));
-    let lat = coordinates.and_then(|c| c.get("lat")).and_then(Value::as_f64);
-    let long = coordinates.and_then(|c| c.get("long")).and_then(Value::as_f64);
+    let lat = coordinates
+        .and_then(|c| c.get("lat"))
+        .and_then(Value::as_f64);
+    let long = coordinates
+        .and_then(|c| c.get("long"))
+        .and_then(Value::as_f64);
     match (lat, long) {
         (Some(lat), Some(long)) => AttachmentView::Location { lat, long },
         _ => AttachmentView::Unknown,
@@ -432,10 +438,19 @@ impl fmt::Debug for Optin {
             .field("user_ref", &self.user_ref)
             .field("payload", &self.payload)
             .field("title", &self.title)
-            .field("notification_messages_token", &redacted(&self.notification_messages_token))
+            .field(
+                "notification_messages_token",
+                &redacted(&self.notification_messages_token),
+            )
             .field("token_expiry_timestamp", &self.token_expiry_timestamp)
-            .field("notification_messages_frequency", &self.notification_messages_frequency)
-            .field("notification_messages_timezone", &self.notification_messages_timezone)
+            .field(
+                "notification_messages_frequency",
+                &self.notification_messages_frequency,
+            )
+            .field(
+                "notification_messages_timezone",
+                &self.notification_messages_timezone,
+            )
             .field("user_token_status", &self.user_token_status)
             .field("extra_keys", &self.extra.keys().collect::<Vec<_>>())
             .finish()
@@ -603,7 +618,10 @@ fn parse_entry(raw: &RawValue, index: usize, warnings: &mut Warnings) -> Option<
         events: Vec::new(),
     };
     let mut has_items = false;
-    for (list, source) in [("messaging", Source::Messaging), ("standby", Source::Standby)] {
+    for (list, source) in [
+        ("messaging", Source::Messaging),
+        ("standby", Source::Standby),
+    ] {
         if let Some(items) = fields.get(list) {
             has_items = true;
             let place = ListPlace { entry: index, list };
@@ -620,7 +638,12 @@ fn decode_entry_id(raw: Option<&RawValue>, index: usize, warnings: &mut Warnings
     match raw.map(|raw| (raw, decode_id(raw))) {
         Some((_, Some(id))) => id,
         Some((raw, None)) => {
-            warnings.push(|| format!("entry[{index}].id is not a string or number (found {})", json_type(raw)));
+            warnings.push(|| {
+                format!(
+                    "entry[{index}].id is not a string or number (found {})",
+                    json_type(raw)
+                )
+            });
             String::new()
         }
         None => {
@@ -643,7 +666,13 @@ impl fmt::Display for ListPlace {
     }
 }
 
-fn parse_items(raw: &RawValue, source: Source, place: ListPlace, entry: &mut Entry, warnings: &mut Warnings) {
+fn parse_items(
+    raw: &RawValue,
+    source: Source,
+    place: ListPlace,
+    entry: &mut Entry,
+    warnings: &mut Warnings,
+) {
     let Some(items) = decode_array(raw) else {
         warnings.push(|| format!("{place} is not an array (found {})", json_type(raw)));
         return;
@@ -709,12 +738,22 @@ struct Party {
     user_ref: Option<String>,
 }
 
-fn decode_party(raw: Option<&RawValue>, name: &str, path: ItemPath, warnings: &mut Warnings) -> Party {
+fn decode_party(
+    raw: Option<&RawValue>,
+    name: &str,
+    path: ItemPath,
+    warnings: &mut Warnings,
+) -> Party {
     let Some(raw) = raw else {
         return Party::default();
     };
     decode_object::<Party>(raw).unwrap_or_else(|| {
-        warnings.push(|| format!("{path}.{name} has an unexpected shape (found {})", json_type(raw)));
+        warnings.push(|| {
+            format!(
+                "{path}.{name} has an unexpected shape (found {})",
+                json_type(raw)
+            )
+        });
         Party::default()
     })
 }
@@ -794,8 +833,15 @@ fn decode_kind(fields: &RawObject<'_>, path: ItemPath, warnings: &mut Warnings) 
     };
     decode_known_kind(kind, value).unwrap_or_else(|| {
         let key = kind.key();
-        warnings.push(|| format!("{path}.{key} has an unexpected shape (found {}); kept as unknown", json_type(value)));
-        EventKind::Unknown { key: key.to_owned() }
+        warnings.push(|| {
+            format!(
+                "{path}.{key} has an unexpected shape (found {}); kept as unknown",
+                json_type(value)
+            )
+        });
+        EventKind::Unknown {
+            key: key.to_owned(),
+        }
     })
 }
 
@@ -849,12 +895,20 @@ fn decode_array(raw: &RawValue) -> Option<Vec<&RawValue>> {
 }
 
 fn decode_id(raw: &RawValue) -> Option<String> {
-    lenient_id(&mut serde_json::Deserializer::from_str(raw.get())).ok().flatten()
+    lenient_id(&mut serde_json::Deserializer::from_str(raw.get()))
+        .ok()
+        .flatten()
 }
 
 /// Reads a timestamp in seconds or milliseconds as milliseconds; warns when it is not a number.
-fn decode_timestamp(raw: &RawValue, place: impl FnOnce() -> String, warnings: &mut Warnings) -> Option<i64> {
-    let value = lenient_i64(&mut serde_json::Deserializer::from_str(raw.get())).ok().flatten();
+fn decode_timestamp(
+    raw: &RawValue,
+    place: impl FnOnce() -> String,
+    warnings: &mut Warnings,
+) -> Option<i64> {
+    let value = lenient_i64(&mut serde_json::Deserializer::from_str(raw.get()))
+        .ok()
+        .flatten();
     if value.is_none() {
         warnings.push(|| format!("{} is not a number (found {})", place(), json_type(raw)));
     }
@@ -900,7 +954,8 @@ impl Warnings {
 
     fn finish(mut self) -> Vec<String> {
         if self.dropped > 0 {
-            self.list.push(format!("{} more warnings not shown", self.dropped));
+            self.list
+                .push(format!("{} more warnings not shown", self.dropped));
         }
         self.list
     }
@@ -1078,5 +1133,276 @@ impl Visitor<'_> for LenientI64Visitor {
 
     fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn one(item: Value) -> Event {
+        let body = json!({"object": "page", "entry": [{"id": "P", "time": 1_700_000_000_000_i64, "messaging": [item]}]});
+        let n = parse(body.to_string().as_bytes()).expect("parses");
+        assert_eq!(n.event_count(), 1, "{:?}", n.warnings);
+        n.entries
+            .into_iter()
+            .next()
+            .and_then(|e| e.events.into_iter().next())
+            .expect("one event")
+    }
+
+    fn user_item(key: &str, value: Value) -> Value {
+        json!({"sender": {"id": "U"}, "recipient": {"id": "P"}, "timestamp": 1_700_000_000_123_i64, key: value})
+    }
+
+    #[test]
+    fn text_message_quick_reply_reply_to_and_deleted() {
+        let e = one(user_item(
+            "message",
+            json!({"mid": "m1", "text": "hi", "quick_reply": {"payload": "QR"}, "reply_to": {"mid": "m0"}}),
+        ));
+        let EventKind::Message(m) = &e.kind else {
+            panic!("{:?}", e.kind)
+        };
+        assert_eq!(m.text.as_deref(), Some("hi"));
+        assert_eq!(m.quick_reply_payload(), Some("QR"));
+        assert_eq!(m.reply_to_mid(), Some("m0"));
+        assert_eq!(e.user_id(), Some("U"));
+        assert_eq!(e.page_side(), Some("P"));
+        assert_eq!(e.timestamp_ms, 1_700_000_000_123);
+        let e = one(user_item(
+            "message",
+            json!({"mid": "m2", "is_deleted": true}),
+        ));
+        let EventKind::Message(m) = &e.kind else {
+            panic!()
+        };
+        assert!(m.is_deleted);
+    }
+
+    #[test]
+    fn every_attachment_type_is_read() {
+        let e = one(user_item(
+            "message",
+            json!({"mid": "m", "attachments": [
+                {"type": "image", "payload": {"url": "https://x/i.png"}},
+                {"type": "audio", "payload": {"url": "https://x/a.mp4"}},
+                {"type": "video", "payload": {"url": "https://x/v.mp4"}},
+                {"type": "file", "payload": {"url": "https://x/f.pdf"}},
+                {"type": "image", "payload": {"url": "https://x/s.png", "sticker_id": 369239263222822_i64}},
+                {"type": "fallback", "title": "A link", "URL": "https://x/l"},
+                {"type": "location", "payload": {"coordinates": {"lat": 52.5, "long": 13.4}}},
+                {"type": "template", "payload": {"template_type": "generic"}}
+            ]}),
+        ));
+        let EventKind::Message(m) = &e.kind else {
+            panic!()
+        };
+        let views: Vec<&AttachmentView> = m.attachments.iter().map(|a| &a.view).collect();
+        assert_eq!(
+            views[0],
+            &AttachmentView::Media {
+                url: Some("https://x/i.png".into())
+            }
+        );
+        assert_eq!(
+            views[3],
+            &AttachmentView::Media {
+                url: Some("https://x/f.pdf".into())
+            }
+        );
+        assert_eq!(
+            views[4],
+            &AttachmentView::Sticker {
+                sticker_id: "369239263222822".into(),
+                url: Some("https://x/s.png".into())
+            }
+        );
+        assert_eq!(
+            views[5],
+            &AttachmentView::Fallback {
+                url: Some("https://x/l".into()),
+                title: Some("A link".into())
+            }
+        );
+        assert_eq!(
+            views[6],
+            &AttachmentView::Location {
+                lat: 52.5,
+                long: 13.4
+            }
+        );
+        assert_eq!(views[7], &AttachmentView::Unknown);
+        assert_eq!(
+            m.attachments[7].payload,
+            Some(json!({"template_type": "generic"}))
+        );
+    }
+
+    #[test]
+    fn echo_is_its_own_kind_and_its_page_side_is_the_sender() {
+        let e = one(
+            json!({"sender": {"id": "P"}, "recipient": {"id": "U"}, "timestamp": 5,
+            "message": {"mid": "e", "is_echo": true, "app_id": 42, "text": "bot"}}),
+        );
+        assert!(e.is_echo());
+        assert_eq!(e.kind_name(), "echo");
+        assert_eq!(e.page_side(), Some("P"));
+        assert_eq!(e.user_id(), Some("U"));
+    }
+
+    #[test]
+    fn postback_referral_optin_and_the_rest() {
+        let e = one(user_item(
+            "postback",
+            json!({"title": "Start", "payload": "GET_STARTED", "referral": {"ref": "ad7", "source": "ADS", "type": "OPEN_THREAD"}}),
+        ));
+        let EventKind::Postback(p) = &e.kind else {
+            panic!()
+        };
+        assert_eq!(p.payload.as_deref(), Some("GET_STARTED"));
+        assert_eq!(
+            p.referral.as_ref().and_then(|r| r.reference.as_deref()),
+            Some("ad7")
+        );
+
+        let e = one(user_item(
+            "referral",
+            json!({"ref": "shortlink", "source": "SHORTLINK", "type": "OPEN_THREAD"}),
+        ));
+        assert_eq!(e.kind_name(), "referral");
+
+        let e = one(
+            json!({"recipient": {"id": "P"}, "timestamp": 7, "optin": {"ref": "cb", "user_ref": "UR1"}}),
+        );
+        let EventKind::Optin(o) = &e.kind else {
+            panic!()
+        };
+        assert_eq!(o.user_ref.as_deref(), Some("UR1"));
+        assert_eq!(e.sender, None);
+        assert_eq!(e.user(), Some(UserKey::UserRef("UR1")));
+
+        let cases = [
+            ("read", json!({"watermark": 1}), "read"),
+            (
+                "delivery",
+                json!({"mids": ["a"], "watermark": 1}),
+                "delivery",
+            ),
+            (
+                "reaction",
+                json!({"mid": "m", "action": "react", "reaction": "love"}),
+                "reaction",
+            ),
+            (
+                "message_edit",
+                json!({"mid": "m", "text": "t", "num_edit": 1}),
+                "message_edit",
+            ),
+            (
+                "account_linking",
+                json!({"status": "linked", "authorization_code": "secret"}),
+                "account_linking",
+            ),
+            (
+                "pass_thread_control",
+                json!({"new_owner_app_id": 123, "metadata": ""}),
+                "pass_thread_control",
+            ),
+            (
+                "take_thread_control",
+                json!({"previous_owner_app_id": "1"}),
+                "take_thread_control",
+            ),
+            (
+                "request_thread_control",
+                json!({"requested_owner_app_id": "1"}),
+                "request_thread_control",
+            ),
+            (
+                "app_roles",
+                json!({"123": ["primary_receiver"]}),
+                "app_roles",
+            ),
+            (
+                "policy-enforcement",
+                json!({"action": "block", "reason": "spam"}),
+                "policy_enforcement",
+            ),
+            ("brand_new_kind", json!({"x": 1}), "unknown"),
+        ];
+        for (key, value, name) in cases {
+            let e = one(user_item(key, value));
+            assert_eq!(e.kind_name(), name, "{key}");
+        }
+    }
+
+    #[test]
+    fn account_linking_code_and_optin_token_stay_out_of_debug() {
+        let e = one(user_item(
+            "account_linking",
+            json!({"status": "linked", "authorization_code": "CODE123"}),
+        ));
+        assert!(!format!("{e:?}").contains("CODE123"));
+        let e = one(user_item(
+            "optin",
+            json!({"type": "notification_messages", "notification_messages_token": "TOK9"}),
+        ));
+        assert!(!format!("{e:?}").contains("TOK9"));
+    }
+
+    #[test]
+    fn unknown_kinds_keep_their_raw_bytes_and_seconds_become_milliseconds() {
+        let raw = r#"{"sender":{"id":"U"},"recipient":{"id":"P"},"timestamp":1700000000,"brand_new":{"caf\u00e9":1}}"#;
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"P","time":1700000000,"messaging":[{raw}]}}]}}"#
+        );
+        let n = parse(body.as_bytes()).expect("parses");
+        let (entry, e) = n.events().next().expect("event");
+        assert_eq!(e.raw.get(), raw);
+        assert_eq!(
+            e.kind,
+            EventKind::Unknown {
+                key: "brand_new".into()
+            }
+        );
+        assert_eq!(e.timestamp_ms, 1_700_000_000_000);
+        assert_eq!(entry.time_ms, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn standby_and_batched_entries_are_all_read_in_order() {
+        let body = json!({"object": "page", "entry": [
+            {"id": "P", "time": 1, "messaging": [user_item("message", json!({"mid": "a", "text": "1"}))],
+             "standby": [user_item("message", json!({"mid": "b", "text": "2"}))]},
+            {"id": 77, "time": 2, "messaging": [user_item("postback", json!({"payload": "X"}))]}
+        ]});
+        let n = parse(body.to_string().as_bytes()).expect("parses");
+        let got: Vec<(&str, Source, &str)> = n
+            .events()
+            .map(|(en, ev)| (en.id.as_str(), ev.source, ev.kind_name()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("P", Source::Messaging, "message"),
+                ("P", Source::Standby, "message"),
+                ("77", Source::Messaging, "postback")
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_and_odd_shapes_are_warnings() {
+        assert!(matches!(
+            parse(b"{not json"),
+            Err(ParseError::NotJson { .. })
+        ));
+        assert_eq!(parse(b"[1,2]").err(), Some(ParseError::NotObject));
+        let n = parse(br#"{"object":"page","entry":[{"id":"P","messaging":[1,"x",{"sender":{"id":"U"},"message":"oops"}]}]}"#)
+            .expect("parses");
+        assert!(!n.warnings.is_empty());
+        assert!(n.events().all(|(_, e)| e.kind_name() == "unknown"));
     }
 }

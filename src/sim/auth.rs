@@ -13,7 +13,10 @@ pub(crate) fn token<'a>(query: &'a Query, headers: &'a HeaderMap) -> Option<&'a 
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("OAuth ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("OAuth "))
+            })
             .map(str::trim)
     })
 }
@@ -29,7 +32,9 @@ pub(crate) fn authenticate<'a>(
     headers: &HeaderMap,
 ) -> Result<&'a SimPage, GraphError> {
     let token = token(query, headers).ok_or_else(GraphError::missing_token)?;
-    let page = dir.page_by_token(token).ok_or_else(GraphError::invalid_token)?;
+    let page = dir
+        .page_by_token(token)
+        .ok_or_else(GraphError::invalid_token)?;
     let Some(secret) = page.app_secret.as_deref() else {
         return Ok(page);
     };

@@ -68,20 +68,23 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         println!("{webhook} answered {status}");
         return Ok(());
     }
-    let mut cfg = SimConfig::default();
-    cfg.pages = vec![SimPage::new(
-        &args.page_id,
-        &args.page_token,
-        args.app_secret.as_deref(),
-        "Emulated Page",
-    )];
-    cfg.granted_fields = args.granted_fields;
+    let mut cfg = SimConfig {
+        pages: vec![SimPage::new(
+            &args.page_id,
+            &args.page_token,
+            args.app_secret.as_deref(),
+            "Emulated Page",
+        )],
+        granted_fields: args.granted_fields,
+        ..SimConfig::default()
+    };
     for spec in &args.users {
         let parts: Vec<&str> = spec.split(':').collect();
         let [psid, first, last] = parts[..] else {
             anyhow::bail!("--user must be PSID:FIRST:LAST, got `{spec}`");
         };
-        cfg.users.push(SimUser::new(psid, &args.page_id, first, last, psid));
+        cfg.users
+            .push(SimUser::new(psid, &args.page_id, first, last, psid));
     }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

@@ -38,8 +38,15 @@ impl Directory {
 
     fn index_pages(&mut self) -> io::Result<()> {
         for (i, page) in self.pages.iter().enumerate() {
-            if self.page_by_token.insert(page.access_token.clone(), i).is_some() {
-                return Err(invalid(format!("two pages share the access token of page {}", page.id)));
+            if self
+                .page_by_token
+                .insert(page.access_token.clone(), i)
+                .is_some()
+            {
+                return Err(invalid(format!(
+                    "two pages share the access token of page {}",
+                    page.id
+                )));
             }
             if self.page_by_id.insert(page.id.clone(), i).is_some() {
                 return Err(invalid(format!("page {} is configured twice", page.id)));
@@ -51,14 +58,26 @@ impl Directory {
     fn index_users(&mut self) -> io::Result<()> {
         for (i, user) in self.users.iter().enumerate() {
             if !self.page_by_id.contains_key(&user.page_id) {
-                return Err(invalid(format!("user {} belongs to unknown page {}", user.psid, user.page_id)));
+                return Err(invalid(format!(
+                    "user {} belongs to unknown page {}",
+                    user.psid, user.page_id
+                )));
             }
             let same_psid = self.users_by_psid.entry(user.psid.clone()).or_default();
-            if same_psid.iter().any(|&j| self.users[j].page_id == user.page_id) {
-                return Err(invalid(format!("psid {} is configured twice for page {}", user.psid, user.page_id)));
+            if same_psid
+                .iter()
+                .any(|&j| self.users[j].page_id == user.page_id)
+            {
+                return Err(invalid(format!(
+                    "psid {} is configured twice for page {}",
+                    user.psid, user.page_id
+                )));
             }
             same_psid.push(i);
-            self.users_by_person.entry(person_key(user)).or_default().push(i);
+            self.users_by_person
+                .entry(person_key(user))
+                .or_default()
+                .push(i);
         }
         Ok(())
     }

@@ -19,7 +19,13 @@ pub(crate) struct GraphError {
 }
 
 impl GraphError {
-    fn new(status: u16, kind: &'static str, code: u32, subcode: Option<u32>, message: String) -> GraphError {
+    fn new(
+        status: u16,
+        kind: &'static str,
+        code: u32,
+        subcode: Option<u32>,
+        message: String,
+    ) -> GraphError {
         GraphError {
             status,
             message,
@@ -92,7 +98,13 @@ impl GraphError {
     }
 
     pub fn unknown_path(path: &str) -> GraphError {
-        GraphError::new(400, OAUTH, 2500, None, format!("Unknown path components: {path}"))
+        GraphError::new(
+            400,
+            OAUTH,
+            2500,
+            None,
+            format!("Unknown path components: {path}"),
+        )
     }
 
     /// The response body, with a fresh `fbtrace_id` like Meta's.

@@ -21,11 +21,24 @@ fn item(page_id: &str, psid: &str, ts_ms: u64, key: &str, value: Value) -> Value
 }
 
 pub fn text(page_id: &str, psid: &str, mid: &str, text: &str, ts_ms: u64) -> Value {
-    item(page_id, psid, ts_ms, "message", json!({ "mid": mid, "text": text }))
+    item(
+        page_id,
+        psid,
+        ts_ms,
+        "message",
+        json!({ "mid": mid, "text": text }),
+    )
 }
 
 /// A tap on a quick reply: the reply's title as text, its payload under `quick_reply`.
-pub fn quick_reply(page_id: &str, psid: &str, mid: &str, text: &str, payload: &str, ts_ms: u64) -> Value {
+pub fn quick_reply(
+    page_id: &str,
+    psid: &str,
+    mid: &str,
+    text: &str,
+    payload: &str,
+    ts_ms: u64,
+) -> Value {
     let message = json!({ "mid": mid, "text": text, "quick_reply": { "payload": payload } });
     item(page_id, psid, ts_ms, "message", message)
 }
@@ -42,13 +55,28 @@ pub fn image(page_id: &str, psid: &str, mid: &str, url: &str, ts_ms: u64) -> Val
 }
 
 /// An attachment message of any `kind` (image, audio, video, file, ...).
-pub fn attachment(page_id: &str, psid: &str, mid: &str, kind: &str, url: &str, ts_ms: u64) -> Value {
-    let message = json!({ "mid": mid, "attachments": [{ "type": kind, "payload": { "url": url } }] });
+pub fn attachment(
+    page_id: &str,
+    psid: &str,
+    mid: &str,
+    kind: &str,
+    url: &str,
+    ts_ms: u64,
+) -> Value {
+    let message =
+        json!({ "mid": mid, "attachments": [{ "type": kind, "payload": { "url": url } }] });
     item(page_id, psid, ts_ms, "message", message)
 }
 
 /// A sticker: an image attachment plus `sticker_id` (369239263222822 is the thumbs-up "like").
-pub fn sticker(page_id: &str, psid: &str, mid: &str, sticker_id: u64, url: &str, ts_ms: u64) -> Value {
+pub fn sticker(
+    page_id: &str,
+    psid: &str,
+    mid: &str,
+    sticker_id: u64,
+    url: &str,
+    ts_ms: u64,
+) -> Value {
     let message = json!({
         "mid": mid,
         "sticker_id": sticker_id,
@@ -68,20 +96,47 @@ pub fn echo(page_id: &str, psid: &str, mid: &str, text: &str, app_id: u64, ts_ms
 }
 
 pub fn read(page_id: &str, psid: &str, watermark: u64, ts_ms: u64) -> Value {
-    item(page_id, psid, ts_ms, "read", json!({ "watermark": watermark }))
+    item(
+        page_id,
+        psid,
+        ts_ms,
+        "read",
+        json!({ "watermark": watermark }),
+    )
 }
 
 pub fn delivery(page_id: &str, psid: &str, mids: &[&str], watermark: u64, ts_ms: u64) -> Value {
-    item(page_id, psid, ts_ms, "delivery", json!({ "mids": mids, "watermark": watermark }))
+    item(
+        page_id,
+        psid,
+        ts_ms,
+        "delivery",
+        json!({ "mids": mids, "watermark": watermark }),
+    )
 }
 
 /// `action` is `react` or `unreact`.
-pub fn reaction(page_id: &str, psid: &str, mid: &str, reaction: &str, emoji: &str, action: &str, ts_ms: u64) -> Value {
+pub fn reaction(
+    page_id: &str,
+    psid: &str,
+    mid: &str,
+    reaction: &str,
+    emoji: &str,
+    action: &str,
+    ts_ms: u64,
+) -> Value {
     let reaction = json!({ "mid": mid, "action": action, "reaction": reaction, "emoji": emoji });
     item(page_id, psid, ts_ms, "reaction", reaction)
 }
 
-pub fn referral(page_id: &str, psid: &str, ref_: &str, source: &str, kind: &str, ts_ms: u64) -> Value {
+pub fn referral(
+    page_id: &str,
+    psid: &str,
+    ref_: &str,
+    source: &str,
+    kind: &str,
+    ts_ms: u64,
+) -> Value {
     let referral = json!({ "ref": ref_, "source": source, "type": kind });
     item(page_id, psid, ts_ms, "referral", referral)
 }
@@ -123,7 +178,11 @@ pub fn to_meta_bytes(body: &Value) -> Vec<u8> {
 struct MetaFormatter;
 
 impl Formatter for MetaFormatter {
-    fn write_string_fragment<W: ?Sized + io::Write>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
         let mut units = [0u16; 2];
         for ch in fragment.chars() {
             match ch {

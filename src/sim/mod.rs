@@ -8,8 +8,8 @@
 //! Besides the Graph routes it serves a small control API under `/_sim/` (calls, faults, counters, health).
 //! [`WebhookSender`] and [`events`] play Meta's other half: they build and sign webhook bodies.
 
-pub mod cli;
 mod auth;
+pub mod cli;
 mod directory;
 mod errors;
 pub mod events;
@@ -135,7 +135,13 @@ fn default_locale() -> String {
 
 impl SimUser {
     /// A user with a generated picture URL, locale `en_US`, timezone 0 and no gender.
-    pub fn new(psid: &str, page_id: &str, first_name: &str, last_name: &str, person: &str) -> SimUser {
+    pub fn new(
+        psid: &str,
+        page_id: &str,
+        first_name: &str,
+        last_name: &str,
+        person: &str,
+    ) -> SimUser {
         SimUser {
             psid: psid.to_string(),
             page_id: page_id.to_string(),
@@ -199,7 +205,10 @@ pub struct Sim;
 impl Sim {
     /// Serves the emulator on `listener` until [`SimHandle::shutdown`]. Fails on an inconsistent config
     /// (a user of an unknown Page, a token shared by two Pages, a PSID listed twice for one Page).
-    pub async fn start(cfg: SimConfig, listener: tokio::net::TcpListener) -> std::io::Result<SimHandle> {
+    pub async fn start(
+        cfg: SimConfig,
+        listener: tokio::net::TcpListener,
+    ) -> std::io::Result<SimHandle> {
         let shared = server::serve(cfg, listener)?;
         Ok(SimHandle { shared })
     }
@@ -213,7 +222,9 @@ pub struct SimHandle {
 
 impl fmt::Debug for SimHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SimHandle").field("url", &self.url()).finish()
+        f.debug_struct("SimHandle")
+            .field("url", &self.url())
+            .finish()
     }
 }
 

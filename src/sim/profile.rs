@@ -40,7 +40,11 @@ pub(crate) fn handle_ids_for_pages(sim: &Shared, call: &Call<'_>) -> Outcome {
     out
 }
 
-fn read_node(sim: &Shared, call: &Call<'_>, page_id: &mut Option<String>) -> Result<Value, GraphError> {
+fn read_node(
+    sim: &Shared,
+    call: &Call<'_>,
+    page_id: &mut Option<String>,
+) -> Result<Value, GraphError> {
     sim.check_version(call)?;
     let page = sim.authenticate(call)?;
     *page_id = Some(page.id.clone());
@@ -48,7 +52,10 @@ fn read_node(sim: &Shared, call: &Call<'_>, page_id: &mut Option<String>) -> Res
         return Ok(json!({ "id": page.id, "name": page.name }));
     }
     let view = visible_user(sim, page, call.node)?;
-    let fields = requested_fields(call.query.get("fields").map(String::as_str), &sim.granted_fields)?;
+    let fields = requested_fields(
+        call.query.get("fields").map(String::as_str),
+        &sim.granted_fields,
+    )?;
     Ok(render(&view, &fields))
 }
 
@@ -62,12 +69,22 @@ fn visible_user(sim: &Shared, page: &SimPage, psid: &str) -> Result<SimUser, Gra
 }
 
 fn made_up_user(page: &SimPage, psid: &str) -> SimUser {
-    let tail: String = psid.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = psid
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     SimUser::new(psid, &page.id, "Sim", &format!("User {tail}"), "")
 }
 
 /// The requested fields, or the defaults. One field the app may not read fails the whole call.
-fn requested_fields<'a>(fields: Option<&'a str>, granted: &[String]) -> Result<Vec<&'a str>, GraphError> {
+fn requested_fields<'a>(
+    fields: Option<&'a str>,
+    granted: &[String],
+) -> Result<Vec<&'a str>, GraphError> {
     let list: Vec<&str> = fields
         .unwrap_or_default()
         .split(',')
@@ -78,8 +95,8 @@ fn requested_fields<'a>(fields: Option<&'a str>, granted: &[String]) -> Result<V
         return Ok(DEFAULT_FIELDS.to_vec());
     }
     for field in &list {
-        let allowed =
-            BASE_FIELDS.contains(field) || (GATED_FIELDS.contains(field) && granted.iter().any(|g| g == field));
+        let allowed = BASE_FIELDS.contains(field)
+            || (GATED_FIELDS.contains(field) && granted.iter().any(|g| g == field));
         if !allowed {
             return Err(GraphError::nonexisting_field(field));
         }
@@ -116,7 +133,11 @@ struct Listing {
     recorded: Value,
 }
 
-fn ids_for_pages(sim: &Shared, call: &Call<'_>, page_id: &mut Option<String>) -> Result<Listing, GraphError> {
+fn ids_for_pages(
+    sim: &Shared,
+    call: &Call<'_>,
+    page_id: &mut Option<String>,
+) -> Result<Listing, GraphError> {
     sim.check_version(call)?;
     let page = sim.authenticate(call)?;
     *page_id = Some(page.id.clone());
@@ -143,7 +164,11 @@ fn ids_for_pages(sim: &Shared, call: &Call<'_>, page_id: &mut Option<String>) ->
 }
 
 fn id_on_page(sim: &Shared, user: &SimUser) -> Value {
-    let name = sim.dir.page(&user.page_id).map(|p| p.name.as_str()).unwrap_or_default();
+    let name = sim
+        .dir
+        .page(&user.page_id)
+        .map(|p| p.name.as_str())
+        .unwrap_or_default();
     json!({ "id": user.psid, "page": { "id": user.page_id, "name": name } })
 }
 

@@ -35,8 +35,9 @@ const BUTTON_TYPES: [&str; 6] = [
 
 enum Recipient {
     Id(String),
-    UserRef(String),
-    NotificationToken(String),
+    /// Guests of the chat plugin and checkbox opt-ins: the emulator accepts them without a directory check.
+    UserRef,
+    NotificationToken,
 }
 
 enum Action {
@@ -55,7 +56,11 @@ pub(crate) async fn handle(sim: &Shared, call: &Call<'_>) -> Outcome {
     out
 }
 
-async fn deliver(sim: &Shared, call: &Call<'_>, page_id: &mut Option<String>) -> Result<Value, GraphError> {
+async fn deliver(
+    sim: &Shared,
+    call: &Call<'_>,
+    page_id: &mut Option<String>,
+) -> Result<Value, GraphError> {
     sim.check_version(call)?;
     let page = sim.authenticate(call)?;
     *page_id = Some(page.id.clone());
@@ -124,9 +129,15 @@ fn validate(body: &Value) -> Result<SendRequest, GraphError> {
     let recipient = validate_recipient(field(obj, "recipient"))?;
     let action = match (field(obj, "message"), field(obj, "sender_action")) {
         (Some(_), Some(_)) => {
-            return Err(GraphError::invalid_param("Param sender_action cannot be sent with message"))
+            return Err(GraphError::invalid_param(
+                "Param sender_action cannot be sent with message",
+            ))
         }
-        (None, None) => return Err(GraphError::invalid_param("Must send either message or sender_action")),
+        (None, None) => {
+            return Err(GraphError::invalid_param(
+                "Must send either message or sender_action",
+            ))
+        }
         (Some(message), None) => {
             let tagged = validate_messaging_type(obj)?;
             validate_message(message)?;
@@ -161,12 +172,14 @@ fn validate_recipient(value: Option<&Value>) -> Result<Recipient, GraphError> {
     let text = value
         .as_str()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| GraphError::invalid_param(format!("Param recipient[{key}] must be a non-empty string")))?
+        .ok_or_else(|| {
+            GraphError::invalid_param(format!("Param recipient[{key}] must be a non-empty string"))
+        })?
         .to_string();
     Ok(match *key {
         "id" => Recipient::Id(text),
-        "user_ref" => Recipient::UserRef(text),
-        _ => Recipient::NotificationToken(text),
+        "user_ref" => Recipient::UserRef,
+        _ => Recipient::NotificationToken,
     })
 }
 
@@ -185,15 +198,26 @@ fn validate_messaging_type(obj: &Map<String, Value>) -> Result<bool, GraphError>
     }
     match field(obj, "tag").and_then(Value::as_str) {
         Some(tag) if TAGS.contains(&tag) => Ok(true),
-        Some(_) => Err(GraphError::invalid_param(format!("Param tag must be one of {{{}}}", TAGS.join(", ")))),
-        None => Err(GraphError::invalid_param("The parameter tag is required for messaging_type MESSAGE_TAG")),
+        Some(_) => Err(GraphError::invalid_param(format!(
+            "Param tag must be one of {{{}}}",
+            TAGS.join(", ")
+        ))),
+        None => Err(GraphError::invalid_param(
+            "The parameter tag is required for messaging_type MESSAGE_TAG",
+        )),
     }
 }
 
 fn validate_sender_action(action: &Value, payload: Option<&Value>) -> Result<(), GraphError> {
-    let action = action.as_str().filter(|a| SENDER_ACTIONS.contains(a)).ok_or_else(|| {
-        GraphError::invalid_param(format!("Param sender_action must be one of {{{}}}", SENDER_ACTIONS.join(", ")))
-    })?;
+    let action = action
+        .as_str()
+        .filter(|a| SENDER_ACTIONS.contains(a))
+        .ok_or_else(|| {
+            GraphError::invalid_param(format!(
+                "Param sender_action must be one of {{{}}}",
+                SENDER_ACTIONS.join(", ")
+            ))
+        })?;
     if matches!(action, "react" | "unreact") {
         // A reaction names the message it reacts to; react also names the reaction.
         require_str(payload, "message_id", "payload[message_id]")?;
@@ -214,7 +238,11 @@ fn validate_message(message: &Value) -> Result<(), GraphError> {
                 "Param message must have exactly one of text or attachment",
             ))
         }
-        (None, None) => return Err(GraphError::invalid_param("Param message must have text or attachment")),
+        (None, None) => {
+            return Err(GraphError::invalid_param(
+                "Param message must have text or attachment",
+            ))
+        }
         (Some(text), None) => validate_text(text)?,
         (None, Some(attachment)) => validate_attachment(attachment)?,
     }
@@ -228,10 +256,9 @@ fn validate_message(message: &Value) -> Result<(), GraphError> {
 }
 
 fn validate_text(text: &Value) -> Result<(), GraphError> {
-    let text = text
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| GraphError::invalid_param("Param message[text] must be a non-empty UTF-8 encoded string"))?;
+    let text = text.as_str().filter(|t| !t.is_empty()).ok_or_else(|| {
+        GraphError::invalid_param("Param message[text] must be a non-empty UTF-8 encoded string")
+    })?;
     if text.chars().count() > TEXT_MAX_CHARS {
         return Err(GraphError::invalid_param(format!(
             "Length of param message[text] must be less than or equal to {TEXT_MAX_CHARS}"
@@ -244,7 +271,9 @@ fn validate_quick_replies(replies: &Value) -> Result<(), GraphError> {
     let list = replies
         .as_array()
         .filter(|l| !l.is_empty())
-        .ok_or_else(|| GraphError::invalid_param("Param message[quick_replies] must be a non-empty array"))?;
+        .ok_or_else(|| {
+            GraphError::invalid_param("Param message[quick_replies] must be a non-empty array")
+        })?;
     if list.len() > QUICK_REPLIES_MAX {
         return Err(GraphError::invalid_param(format!(
             "Param message[quick_replies] must be an array with at most {QUICK_REPLIES_MAX} elements"
@@ -256,13 +285,17 @@ fn validate_quick_replies(replies: &Value) -> Result<(), GraphError> {
             Some("text") => {
                 require_str(Some(reply), "title", &format!("{at}[title]"))?;
                 require_str(Some(reply), "payload", &format!("{at}[payload]"))?;
-                max_chars(&reply["payload"], PAYLOAD_MAX_CHARS, &format!("{at}[payload]"))?;
+                max_chars(
+                    &reply["payload"],
+                    PAYLOAD_MAX_CHARS,
+                    &format!("{at}[payload]"),
+                )?;
             }
             Some("user_phone_number" | "user_email") => {}
             _ => {
                 return Err(GraphError::invalid_param(format!(
-                    "Param {at}[content_type] must be one of {{text, user_phone_number, user_email}}"
-                )))
+                "Param {at}[content_type] must be one of {{text, user_phone_number, user_email}}"
+            )))
             }
         }
     }
@@ -270,11 +303,16 @@ fn validate_quick_replies(replies: &Value) -> Result<(), GraphError> {
 }
 
 fn validate_attachment(attachment: &Value) -> Result<(), GraphError> {
-    let kind = attachment.get("type").and_then(Value::as_str).unwrap_or_default();
+    let kind = attachment
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let payload = attachment
         .get("payload")
         .filter(|p| p.is_object())
-        .ok_or_else(|| GraphError::invalid_param("Param message[attachment][payload] must be a JSON object"))?;
+        .ok_or_else(|| {
+            GraphError::invalid_param("Param message[attachment][payload] must be a JSON object")
+        })?;
     match kind {
         "template" => validate_template(payload),
         media if MEDIA_TYPES.contains(&media) => validate_media(payload),
@@ -285,7 +323,11 @@ fn validate_attachment(attachment: &Value) -> Result<(), GraphError> {
 }
 
 fn validate_media(payload: &Value) -> Result<(), GraphError> {
-    if payload.get("attachment_id").and_then(Value::as_str).is_some() {
+    if payload
+        .get("attachment_id")
+        .and_then(Value::as_str)
+        .is_some()
+    {
         return Ok(());
     }
     match payload.get("url").and_then(Value::as_str) {
@@ -301,13 +343,19 @@ fn validate_template(payload: &Value) -> Result<(), GraphError> {
     match payload.get("template_type").and_then(Value::as_str) {
         Some("button") => {
             require_str(Some(payload), "text", &format!("{at}[text]"))?;
-            max_chars(&payload["text"], BUTTON_TEMPLATE_TEXT_MAX_CHARS, &format!("{at}[text]"))?;
+            max_chars(
+                &payload["text"],
+                BUTTON_TEMPLATE_TEXT_MAX_CHARS,
+                &format!("{at}[text]"),
+            )?;
             validate_buttons(payload.get("buttons"), 1, &format!("{at}[buttons]"))
         }
         Some("generic") => validate_elements(payload.get("elements"), &format!("{at}[elements]")),
         // Other templates (media, receipt, ...) are passed through unchecked.
         Some(_) => Ok(()),
-        None => Err(GraphError::invalid_param(format!("Param {at}[template_type] is required"))),
+        None => Err(GraphError::invalid_param(format!(
+            "Param {at}[template_type] is required"
+        ))),
     }
 }
 
@@ -315,7 +363,9 @@ fn validate_elements(elements: Option<&Value>, at: &str) -> Result<(), GraphErro
     let list = elements
         .and_then(Value::as_array)
         .filter(|l| !l.is_empty())
-        .ok_or_else(|| GraphError::invalid_param(format!("Param {at} must be a non-empty array")))?;
+        .ok_or_else(|| {
+            GraphError::invalid_param(format!("Param {at} must be a non-empty array"))
+        })?;
     if list.len() > GENERIC_ELEMENTS_MAX {
         return Err(GraphError::invalid_param(format!(
             "Param {at} must be an array with at most {GENERIC_ELEMENTS_MAX} elements"
@@ -324,9 +374,17 @@ fn validate_elements(elements: Option<&Value>, at: &str) -> Result<(), GraphErro
     for (i, element) in list.iter().enumerate() {
         let here = format!("{at}[{i}]");
         require_str(Some(element), "title", &format!("{here}[title]"))?;
-        max_chars(&element["title"], ELEMENT_TITLE_MAX_CHARS, &format!("{here}[title]"))?;
+        max_chars(
+            &element["title"],
+            ELEMENT_TITLE_MAX_CHARS,
+            &format!("{here}[title]"),
+        )?;
         if let Some(subtitle) = element.get("subtitle").filter(|v| !v.is_null()) {
-            max_chars(subtitle, ELEMENT_TITLE_MAX_CHARS, &format!("{here}[subtitle]"))?;
+            max_chars(
+                subtitle,
+                ELEMENT_TITLE_MAX_CHARS,
+                &format!("{here}[subtitle]"),
+            )?;
         }
         if let Some(buttons) = element.get("buttons").filter(|v| !v.is_null()) {
             validate_buttons(Some(buttons), 0, &format!("{here}[buttons]"))?;
@@ -339,7 +397,9 @@ fn validate_buttons(buttons: Option<&Value>, min: usize, at: &str) -> Result<(),
     let list = buttons
         .and_then(Value::as_array)
         .filter(|l| l.len() >= min)
-        .ok_or_else(|| GraphError::invalid_param(format!("Param {at} must be a non-empty array")))?;
+        .ok_or_else(|| {
+            GraphError::invalid_param(format!("Param {at} must be a non-empty array"))
+        })?;
     if list.len() > BUTTONS_MAX {
         return Err(GraphError::invalid_param(format!(
             "Param {at} must be an array with at most {BUTTONS_MAX} elements"
@@ -357,7 +417,10 @@ fn validate_button(button: &Value, at: &str) -> Result<(), GraphError> {
         .and_then(Value::as_str)
         .filter(|k| BUTTON_TYPES.contains(k))
         .ok_or_else(|| {
-            GraphError::invalid_param(format!("Param {at}[type] must be one of {{{}}}", BUTTON_TYPES.join(", ")))
+            GraphError::invalid_param(format!(
+                "Param {at}[type] must be one of {{{}}}",
+                BUTTON_TYPES.join(", ")
+            ))
         })?;
     let needs: &[&str] = match kind {
         "web_url" => &["title", "url"],
@@ -370,7 +433,9 @@ fn validate_button(button: &Value, at: &str) -> Result<(), GraphError> {
     }
     if let Some(url) = button.get("url").and_then(Value::as_str) {
         if !is_http_url(url) {
-            return Err(GraphError::invalid_param(format!("Param {at}[url] must be a valid URL")));
+            return Err(GraphError::invalid_param(format!(
+                "Param {at}[url] must be a valid URL"
+            )));
         }
     }
     Ok(())
@@ -379,7 +444,9 @@ fn validate_button(button: &Value, at: &str) -> Result<(), GraphError> {
 fn require_str(obj: Option<&Value>, key: &str, at: &str) -> Result<(), GraphError> {
     match obj.and_then(|o| o.get(key)).and_then(Value::as_str) {
         Some(s) if !s.is_empty() => Ok(()),
-        _ => Err(GraphError::invalid_param(format!("Param {at} must be a non-empty string"))),
+        _ => Err(GraphError::invalid_param(format!(
+            "Param {at} must be a non-empty string"
+        ))),
     }
 }
 

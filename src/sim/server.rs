@@ -5,7 +5,9 @@ use super::directory::Directory;
 use super::errors::GraphError;
 use super::faults::{FaultState, Verdict};
 use super::wire::{self, Query};
-use super::{profile, send, CallKind, Faults, RecordedCall, SimConfig, SimCounters, SimError, SimPage};
+use super::{
+    profile, send, CallKind, Faults, RecordedCall, SimConfig, SimCounters, SimError, SimPage,
+};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -94,7 +96,10 @@ struct Arrival {
     at_ms: f64,
 }
 
-pub(crate) fn serve(cfg: SimConfig, listener: tokio::net::TcpListener) -> std::io::Result<Arc<Shared>> {
+pub(crate) fn serve(
+    cfg: SimConfig,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<Arc<Shared>> {
     let dir = Directory::build(&cfg)?;
     let base_url = base_url(listener.local_addr()?);
     let (stop, mut stop_rx) = watch::channel(false);
@@ -124,7 +129,10 @@ pub(crate) fn serve(cfg: SimConfig, listener: tokio::net::TcpListener) -> std::i
             // An error means every sender is gone, which also means stop.
             let _ = stop_rx.wait_for(|stop| *stop).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
             tracing::warn!(error = %e, "graph emulator stopped with an error");
         }
         running.stopped.send_replace(true);
@@ -151,7 +159,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/faults", put(put_faults).get(get_faults))
         .route("/_sim/counters", get(get_counters))
         .route("/{version}/{node}/messages", graph(post(post_messages)))
-        .route("/{version}/{node}/ids_for_pages", graph(get(get_ids_for_pages)))
+        .route(
+            "/{version}/{node}/ids_for_pages",
+            graph(get(get_ids_for_pages)),
+        )
         .route("/{version}/{node}", graph(get(get_node)))
         .fallback(unknown_route)
         .with_state(shared)
@@ -224,7 +235,13 @@ async fn get_ids_for_pages(
     sim.finish(arrival, Method::GET, &call, outcome)
 }
 
-async fn unknown_route(State(sim): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn unknown_route(
+    State(sim): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let arrival = sim.arrive();
     let query = wire::parse_query(uri.query());
     let body = wire::parse_body(&headers, &body);
@@ -264,7 +281,11 @@ async fn put_faults(State(sim): State<Arc<Shared>>, body: Bytes) -> Response {
             sim.set_faults(faults);
             Json(sim.faults()).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 
@@ -320,7 +341,13 @@ impl Shared {
         }
     }
 
-    fn finish(&self, arrival: Arrival, method: Method, call: &Call<'_>, outcome: Outcome) -> Response {
+    fn finish(
+        &self,
+        arrival: Arrival,
+        method: Method,
+        call: &Call<'_>,
+        outcome: Outcome,
+    ) -> Response {
         let (status, reply) = match &outcome.result {
             Ok(value) => (StatusCode::OK, value.clone()),
             Err(e) => (
@@ -372,7 +399,11 @@ impl Shared {
     fn record(&self, call: RecordedCall) {
         {
             let mut log = lock(&self.log);
-            let at = log.calls.iter().rposition(|c| c.seq < call.seq).map_or(0, |i| i + 1);
+            let at = log
+                .calls
+                .iter()
+                .rposition(|c| c.seq < call.seq)
+                .map_or(0, |i| i + 1);
             log.calls.insert(at, call);
             while log.calls.len() > self.max_recorded_calls {
                 log.calls.pop_front();
@@ -410,7 +441,10 @@ impl Shared {
     }
 
     /// The calls, if `pred` holds for them now.
-    fn calls_if(&self, pred: &impl Fn(&[RecordedCall]) -> bool) -> Result<Vec<RecordedCall>, usize> {
+    fn calls_if(
+        &self,
+        pred: &impl Fn(&[RecordedCall]) -> bool,
+    ) -> Result<Vec<RecordedCall>, usize> {
         let mut log = lock(&self.log);
         let calls = log.calls.make_contiguous();
         if pred(calls) {

@@ -11,17 +11,27 @@ type HmacSha1 = Hmac<Sha1>;
 
 /// `sha256=<hex HMAC-SHA256(key = app secret, message = body)>`, the `X-Hub-Signature-256` value.
 pub fn sign_sha256(app_secret: &str, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac::<HmacSha256>(app_secret, body).finalize().into_bytes()))
+    format!(
+        "sha256={}",
+        hex::encode(mac::<HmacSha256>(app_secret, body).finalize().into_bytes())
+    )
 }
 
 /// `sha1=<hex HMAC-SHA1(key = app secret, message = body)>`, the legacy `X-Hub-Signature` value.
 pub fn sign_sha1(app_secret: &str, body: &[u8]) -> String {
-    format!("sha1={}", hex::encode(mac::<HmacSha1>(app_secret, body).finalize().into_bytes()))
+    format!(
+        "sha1={}",
+        hex::encode(mac::<HmacSha1>(app_secret, body).finalize().into_bytes())
+    )
 }
 
 /// `hex(HMAC-SHA256(key = app secret, message = access token))`.
 pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
-    hex::encode(mac::<HmacSha256>(app_secret, access_token.as_bytes()).finalize().into_bytes())
+    hex::encode(
+        mac::<HmacSha256>(app_secret, access_token.as_bytes())
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 /// Checks a proof in constant time; malformed hex is simply wrong.

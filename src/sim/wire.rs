@@ -10,7 +10,10 @@ const SECRET_PARAMS: [&str; 2] = ["access_token", "appsecret_proof"];
 
 /// Decodes `a=1&b=x%20y`; a repeated key keeps its last value, as Graph does.
 pub(crate) fn parse_query(raw: Option<&str>) -> Query {
-    raw.map(decode_pairs).unwrap_or_default().into_iter().collect()
+    raw.map(decode_pairs)
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
 }
 
 /// The body as JSON. Form bodies (Meta's curl examples) become an object whose JSON-looking values are parsed;
@@ -22,7 +25,8 @@ pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8]) -> Value {
     if is_form(headers) {
         return form_to_json(body);
     }
-    serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
 }
 
 /// The query with credentials replaced by `***`.

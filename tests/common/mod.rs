@@ -185,12 +185,12 @@ type Reply = Arc<dyn Fn(&Value) -> (u16, String, u64) + Send + Sync>;
 
 impl TestFlow {
     /// `reply` returns (status, body, delay in ms).
-    pub async fn start(reply: impl Fn(&Value) -> (u16, String, u64) + Send + Sync + 'static) -> TestFlow {
+    pub async fn start(
+        reply: impl Fn(&Value) -> (u16, String, u64) + Send + Sync + 'static,
+    ) -> TestFlow {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let state: (Arc<Mutex<Vec<Value>>>, Reply) = (Arc::clone(&requests), Arc::new(reply));
-        let app = Router::new()
-            .route("/flow", post(answer))
-            .with_state(state);
+        let app = Router::new().route("/flow", post(answer)).with_state(state);
         let l = listener().await;
         let url = format!("http://{}/flow", l.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(l, app).await });
