@@ -103,6 +103,14 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     )
 }
 
+/// Compares without allocating: the hot path updates existing series, and there are few series, so a scan
+/// beats building a key (a Vec of Strings) for every update.
+fn is_key(k: &Key, name: &str, labels: &[(&'static str, &str)]) -> bool {
+    k.0 == name
+        && k.1.len() == labels.len()
+        && k.1.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         Metrics::default()
@@ -114,13 +122,23 @@ impl Metrics {
 
     pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(key(name, labels)).or_default() += n;
+            match c.iter_mut().find(|(k, _)| is_key(k, name, labels)) {
+                Some((_, v)) => *v += n,
+                None => {
+                    c.insert(key(name, labels), n);
+                }
+            }
         }
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
         if let Ok(mut h) = self.histograms.lock() {
-            let hist = h.entry(key(name, labels)).or_default();
+            if !h.keys().any(|k| is_key(k, name, labels)) {
+                h.insert(key(name, labels), Histogram::default());
+            }
+            let Some((_, hist)) = h.iter_mut().find(|(k, _)| is_key(k, name, labels)) else {
+                return;
+            };
             for (i, bound) in BUCKETS.iter().enumerate() {
                 if seconds <= *bound {
                     hist.counts[i] += 1;
