@@ -8,9 +8,15 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, Job};
 use crate::profiles::ProfileCache;
 use crate::sessions::Sessions;
+use crate::transformer::hooks::EndpointPlugin;
+use crate::transformer::storage::{MemorySessionStorage, SessionStorage};
+use crate::transformer::store::PluginStore;
+use crate::transformer::{EndpointInfo, PluginError, Runtime};
 use futures::future::BoxFuture;
+use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Serialises turns per (endpoint id, user id).
@@ -21,6 +27,8 @@ pub struct Core {
     pub graph: GraphClient,
     pub metrics: Arc<Metrics>,
     pub sessions: Sessions,
+    /// Plugins' `session-storage`, scoped per (endpoint, user, session).
+    pub session_storage: Arc<dyn SessionStorage>,
 }
 
 /// One configured endpoint (one Facebook Page) with its backend and caches.
@@ -32,6 +40,8 @@ pub struct Endpoint {
     pub flow_endpoint: FlowEndpoint,
     pub profiles: ProfileCache,
     pub extra_profile_fields: Vec<&'static str>,
+    /// The WebAssembly transformer this endpoint runs (if any), hot-swappable.
+    pub plugin: EndpointPlugin,
 }
 
 impl Endpoint {
@@ -55,6 +65,7 @@ impl Endpoint {
             .iter()
             .map(|f| f.as_str())
             .collect();
+        let plugin = EndpointPlugin::new(Arc::clone(&id), &config.transformer, plugin_endpoint_info(&config));
         Endpoint {
             id,
             config,
@@ -63,6 +74,7 @@ impl Endpoint {
             flow_endpoint,
             profiles,
             extra_profile_fields,
+            plugin,
         }
     }
 
@@ -72,12 +84,45 @@ impl Endpoint {
     }
 }
 
+/// What a plugin sees of its endpoint: ids and non-secret settings (never tokens, secrets or the flow URL,
+/// which may carry credentials).
+fn plugin_endpoint_info(config: &EndpointConfig) -> EndpointInfo {
+    let settings = json!({
+        "page_id": &*config.page_id,
+        "profiles": {
+            "request": config.profiles.request,
+            "extra_fields": config.profiles.extra_fields.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+        },
+        "messenger": {
+            "typing_indicators": config.messenger.typing_indicators,
+            "message_delay_ms": config.messenger.message_delay_ms,
+            "mark_seen": config.messenger.mark_seen,
+        },
+        "flow": { "kind": format!("{:?}", config.flow.kind).to_lowercase(), "timeout_ms": config.flow.timeout_ms },
+        "transformer": {
+            "abort_on_error": config.transformer.abort_on_error,
+            "settings": serde_json::to_value(&config.transformer.settings).unwrap_or_default(),
+        },
+    });
+    EndpointInfo {
+        id: config.id().to_string(),
+        channel: "messenger".into(),
+        page_id: config.page_id.0.clone(),
+        settings: settings.to_string(),
+    }
+}
+
 pub struct App {
     pub core: Arc<Core>,
     pub endpoints: HashMap<String, Arc<Endpoint>>,
     pub dispatcher: Arc<TurnDispatcher>,
     pub max_body_bytes: usize,
     pub admin_token: Option<Secret>,
+    pub data_dir: PathBuf,
+    /// Created on first need: hosts without plugins never start a wasm engine.
+    plugin_store: Mutex<Option<Arc<PluginStore>>>,
+    /// Serialises admin changes to plugins.
+    pub admin_lock: tokio::sync::Mutex<()>,
 }
 
 impl App {
@@ -89,6 +134,7 @@ impl App {
             graph: GraphClient::new(graph_http, &config.graph.base_url, &config.graph.version),
             metrics: Arc::new(Metrics::new()),
             sessions: Sessions::new(),
+            session_storage: Arc::new(MemorySessionStorage::new()),
         });
         let endpoints = config
             .endpoints
@@ -105,7 +151,43 @@ impl App {
             dispatcher: Dispatcher::new(config.server.max_pending_events, handler),
             max_body_bytes: config.server.max_body_bytes,
             admin_token: config.server.admin_token,
+            data_dir: config.server.data_dir,
+            plugin_store: Mutex::new(None),
+            admin_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The plugin store, opening it (and starting the wasm engine) on first use.
+    pub fn plugin_store(&self) -> Result<Arc<PluginStore>, PluginError> {
+        let mut slot = self.plugin_store.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(store) = slot.as_ref() {
+            return Ok(Arc::clone(store));
+        }
+        let store = Arc::new(PluginStore::open(&self.data_dir, Runtime::new()?)?);
+        *slot = Some(Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// At start: activates each endpoint's plugin (from the config file, or the version uploaded before the
+    /// restart, loaded from its precompiled artifact). Blocking: may compile.
+    pub fn restore_plugins(&self) -> Result<(), PluginError> {
+        let stored = self.data_dir.join("plugins").join("endpoints");
+        for ep in self.endpoints.values() {
+            let config_plugin = ep.config.transformer.plugin.as_deref();
+            let has_state = stored.join(format!("{}.json", ep.id)).exists();
+            if config_plugin.is_none() && !has_state {
+                continue;
+            }
+            let plugin = self
+                .plugin_store()?
+                .restore(&ep.id, config_plugin)
+                .map_err(|e| PluginError::Io(format!("endpoint `{}`: {e}", ep.id)))?;
+            if let Some(p) = &plugin {
+                tracing::info!(endpoint = %ep.id, plugin = %p.name, hooks = ?p.info.hooks, "transformer plugin active");
+            }
+            ep.plugin.set(plugin);
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> &Metrics {

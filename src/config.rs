@@ -188,6 +188,40 @@ pub struct EndpointConfig {
     #[serde(default)]
     pub messenger: MessengerConfig,
     pub flow: FlowConfig,
+    #[serde(default)]
+    pub transformer: TransformerConfig,
+}
+
+/// `[endpoint.transformer]`: the endpoint's WebAssembly plugin and its sandbox.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransformerConfig {
+    /// A component loaded at start (an uploaded plugin replaces it until the file changes).
+    pub plugin: Option<PathBuf>,
+    /// Which exported hooks run.
+    pub input: bool,
+    pub output: bool,
+    pub execution_finished: bool,
+    /// Off: a failing hook is logged and the turn goes on as if it did not exist. On: the event (input hook)
+    /// or the output (output hook) is dropped and counted.
+    pub abort_on_error: bool,
+    /// Free settings handed to the plugin in `endpoint-info.settings` under `transformer.settings`.
+    pub settings: toml::Table,
+    pub limits: crate::transformer::Limits,
+}
+
+impl Default for TransformerConfig {
+    fn default() -> Self {
+        TransformerConfig {
+            plugin: None,
+            input: true,
+            output: true,
+            execution_finished: true,
+            abort_on_error: false,
+            settings: toml::Table::new(),
+            limits: crate::transformer::Limits::default(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,6 +414,17 @@ impl Config {
             if ep.page_id.0.is_empty() || !ep.page_id.0.chars().all(|c| c.is_ascii_digit()) {
                 return Err(ConfigError::Invalid(format!(
                     "endpoint `{id}` (line {line}): page_id must be the Page's numeric id"
+                )));
+            }
+            let limits = &ep.transformer.limits;
+            if let Err(e) = crate::transformer::http::AllowList::parse(&limits.allowed_hosts) {
+                return Err(ConfigError::Invalid(format!(
+                    "endpoint `{id}` (line {line}): transformer.limits.allowed_hosts: {e}"
+                )));
+            }
+            if limits.hook_timeout_ms == 0 || limits.memory_bytes < 1 << 20 {
+                return Err(ConfigError::Invalid(format!(
+                    "endpoint `{id}` (line {line}): transformer.limits.hook_timeout_ms must be > 0 and memory_bytes at least 1 MiB"
                 )));
             }
             if !pages.insert(ep.page_id.0.clone()) {

@@ -3,6 +3,7 @@
 //! Read a turn top to bottom in [`pipeline`]; the HTTP surface is in [`server`]; everything Meta-specific is
 //! under [`messenger`]; the conversation backends are under [`flow`]; the Graph API emulator is [`sim`].
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod config;
@@ -18,3 +19,4 @@ pub mod run;
 pub mod server;
 pub mod sessions;
 pub mod sim;
+pub mod transformer;

@@ -34,6 +34,8 @@ enum Command {
     Sim(Box<ferry::sim::cli::SimArgs>),
     /// Check a configuration file and print what it configures.
     CheckConfig { file: PathBuf },
+    /// Check a transformer plugin or run one of its hooks locally.
+    Plugin(ferry::transformer::cli::PluginArgs),
     /// Load-test the host through the echo flow and the emulator; prints throughput and latency.
     Bench(ferry::bench::BenchArgs),
 }
@@ -79,6 +81,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let config = Config::load(&file)?;
             println!("{}", config.summary());
             Ok(())
+        }
+        Command::Plugin(args) => {
+            ferry::logging::init("warn");
+            ferry::transformer::cli::run(args).await
         }
         Command::Bench(args) => {
             ferry::logging::init("error");

@@ -33,7 +33,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "ferry_turns_total",
         "counter",
-        "Turns completed, by endpoint and outcome.",
+        "Turns finished, by endpoint and outcome (completed, flow_failed, dropped, replied, no_user).",
     ),
     (
         "ferry_flow_errors_total",
@@ -74,6 +74,26 @@ const HELP: &[(&str, &str, &str)] = &[
         "ferry_turn_duration_seconds",
         "histogram",
         "Time from accepting an event to the end of its turn.",
+    ),
+    (
+        "ferry_hook_errors_total",
+        "counter",
+        "Transformer hook failures, by endpoint, hook and kind (trap, timeout, memory, validation, plugin_error, instantiate, http_denied).",
+    ),
+    (
+        "ferry_plugin_instantiations_total",
+        "counter",
+        "Transformer plugin instances created (one per turn that runs a hook).",
+    ),
+    (
+        "ferry_plugin_http_requests_total",
+        "counter",
+        "Outbound HTTP requests plugins made (allowed ones).",
+    ),
+    (
+        "ferry_hook_duration_seconds",
+        "histogram",
+        "Time one transformer hook call took (the first call of a turn includes instantiation).",
     ),
 ];
 

@@ -12,6 +12,9 @@ use crate::flow::{FlowError, FlowInput, FlowOutput};
 use crate::messenger::convert::output_to_messages;
 use crate::messenger::graph::{GraphError, SendResponse};
 use crate::messenger::webhook::Event;
+use crate::transformer::hooks::{InputStep, OutputStep, TurnHooks};
+use crate::transformer::storage::SessionKey;
+use crate::transformer::{self as tx, TurnOutcome};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,38 +89,145 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
     }
     let profile = fetch_profile(core, ep, &user).await;
     let session_id = core.sessions.session_for(&ep.id, user.id());
-    let input = flow_input(event, &user, session_id, profile);
+    let mut input = flow_input(event, &user, session_id.clone(), profile.clone());
+    // One plugin instance for the whole turn; session storage is keyed by the ids before any patch.
+    let mut hooks = ep.plugin.begin(
+        &core.metrics,
+        Arc::clone(&core.session_storage),
+        SessionKey {
+            endpoint_id: ep.id.to_string(),
+            user_id: user.id().to_string(),
+            session_id,
+        },
+    );
+    let profile_json = profile.as_ref().map(Value::to_string);
 
-    // ── INPUT HOOK seam: a plugin may patch `input`, drop the event, or answer directly. ──
-
-    let outputs = match call_flow(core, ep, &input).await {
-        Ok(outputs) => outputs,
-        Err(_) => {
-            if let Some(text) = &ep.config.flow.fallback_text {
-                deliver_output(
-                    &mut delivery,
-                    ep,
-                    &FlowOutput {
-                        text: Some(text.clone()),
-                        data: None,
-                    },
-                )
-                .await;
+    // ── INPUT HOOK: a plugin may patch `input`, drop the event, or answer directly. ──
+    match input_hook(&mut hooks, ep, event, &mut input, &profile_json).await {
+        InputStep::Forward => {}
+        InputStep::Drop => {
+            finish(&mut hooks, ep, &input, TurnOutcome::Dropped, &[], &delivery).await;
+            return Outcome::Dropped;
+        }
+        InputStep::Reply(messages) => {
+            for message in messages {
+                delivery.message(message).await;
             }
-            return Outcome::FlowFailed;
+            finish(&mut hooks, ep, &input, TurnOutcome::Replied, &[], &delivery).await;
+            return Outcome::Replied;
+        }
+    }
+
+    let (outputs, outcome) = match call_flow(core, ep, &input).await {
+        Ok(outputs) => (outputs, Outcome::Completed),
+        Err(_) => {
+            let fallback = ep.config.flow.fallback_text.iter().map(|text| FlowOutput {
+                text: Some(text.clone()),
+                data: None,
+            });
+            (fallback.collect(), Outcome::FlowFailed)
         }
     };
     for output in &outputs {
-        deliver_output(&mut delivery, ep, output).await;
+        // ── OUTPUT HOOK (inside): a plugin sees the raw output and its Send API messages. ──
+        deliver_output(&mut delivery, &mut hooks, ep, &input, &profile_json, output).await;
     }
 
-    // ── EXECUTION FINISHED HOOK seam: the plugin sees every output and every message sent. ──
-
-    Outcome::Completed
+    // ── EXECUTION FINISHED HOOK: the plugin sees every output and every message sent. ──
+    let tx_outcome = match outcome {
+        Outcome::FlowFailed => TurnOutcome::FlowFailed,
+        _ => TurnOutcome::Completed,
+    };
+    finish(&mut hooks, ep, &input, tx_outcome, &outputs, &delivery).await;
+    outcome
 }
 
-/// Converts one output and delivers its messages in order.
-async fn deliver_output(delivery: &mut Delivery<'_>, ep: &Endpoint, output: &FlowOutput) {
+/// Runs the input hook (when the plugin has one): the patch lands in `input`.
+async fn input_hook(
+    hooks: &mut TurnHooks,
+    ep: &Endpoint,
+    event: &Event,
+    input: &mut FlowInput,
+    profile: &Option<String>,
+) -> InputStep {
+    if !hooks.has_input() {
+        return InputStep::Forward;
+    }
+    let mut plugin_input = to_plugin_input(input);
+    let hook_event = tx::InputEvent {
+        endpoint: ep.plugin.endpoint_info().clone(),
+        input: plugin_input.clone(),
+        messenger_event: event.raw.get().to_string(),
+        profile: profile.clone(),
+    };
+    let step = hooks.input(hook_event, &mut plugin_input).await;
+    input.user_id = plugin_input.user_id;
+    input.session_id = plugin_input.session_id;
+    input.text = plugin_input.text;
+    // The runtime validated that a patched `data` is a JSON object.
+    if let Ok(Value::Object(data)) = serde_json::from_str(&plugin_input.data) {
+        input.data = data;
+    }
+    step
+}
+
+/// Runs the execution-finished hook with the turn's outputs and the messages actually sent.
+async fn finish(
+    hooks: &mut TurnHooks,
+    ep: &Endpoint,
+    input: &FlowInput,
+    outcome: TurnOutcome,
+    outputs: &[FlowOutput],
+    delivery: &Delivery<'_>,
+) {
+    if !hooks.has_finished() {
+        hooks.finished_without_call();
+        return;
+    }
+    let summary = tx::TurnSummary {
+        endpoint: ep.plugin.endpoint_info().clone(),
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        input: to_plugin_input(input),
+        outcome,
+        outputs: outputs.iter().map(to_plugin_output).collect(),
+        sent: delivery
+            .log
+            .iter()
+            .map(|(message, id)| tx::SentMessage {
+                message: message.to_string(),
+                message_id: id.clone(),
+            })
+            .collect(),
+    };
+    hooks.finished(summary).await;
+}
+
+fn to_plugin_input(input: &FlowInput) -> tx::FlowInput {
+    tx::FlowInput {
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        text: input.text.clone(),
+        data: Value::Object(input.data.clone()).to_string(),
+    }
+}
+
+fn to_plugin_output(output: &FlowOutput) -> tx::FlowOutput {
+    tx::FlowOutput {
+        text: output.text.clone(),
+        data: output.data.as_ref().map(Value::to_string),
+    }
+}
+
+/// Converts one output, lets the output hook decide, and delivers the messages in order.
+async fn deliver_output(
+    delivery: &mut Delivery<'_>,
+    hooks: &mut TurnHooks,
+    ep: &Endpoint,
+    input: &FlowInput,
+    profile: &Option<String>,
+    output: &FlowOutput,
+) {
     let messages = match output_to_messages(output.text.as_deref(), output.data.as_ref()) {
         Ok(m) => m,
         Err(e) => {
@@ -129,9 +239,22 @@ async fn deliver_output(delivery: &mut Delivery<'_>, ep: &Endpoint, output: &Flo
             return;
         }
     };
-
-    // ── OUTPUT HOOK seam: a plugin sees `output` and `messages`, and may replace or skip them. ──
-
+    let messages = if hooks.has_output() {
+        let context = tx::OutputContext {
+            endpoint: ep.plugin.endpoint_info().clone(),
+            user_id: input.user_id.clone(),
+            session_id: input.session_id.clone(),
+            profile: profile.clone(),
+            output: to_plugin_output(output),
+            messages: messages.iter().map(Value::to_string).collect(),
+        };
+        match hooks.output(context, messages).await {
+            OutputStep::Send(messages) => messages,
+            OutputStep::Skip => return,
+        }
+    } else {
+        messages
+    };
     for message in messages {
         delivery.message(message).await;
     }
@@ -258,6 +381,8 @@ pub struct Delivery<'a> {
     /// Sender actions are not allowed for `user_ref` recipients.
     can_act: bool,
     sent: usize,
+    /// Every message of the turn with its Graph message id (`None` when the send failed).
+    pub log: Vec<(Value, Option<String>)>,
 }
 
 impl<'a> Delivery<'a> {
@@ -268,6 +393,7 @@ impl<'a> Delivery<'a> {
             recipient: user.recipient(),
             can_act: matches!(user, User::Psid(_)),
             sent: 0,
+            log: Vec::new(),
         }
     }
 
@@ -285,9 +411,14 @@ impl<'a> Delivery<'a> {
             "messaging_type": "RESPONSE",
             "message": message,
         });
-        let result = self.call(&body).await;
+        let result = self.call(&body).await.ok();
         self.sent += 1;
-        result.ok()
+        if let Value::Object(mut body) = body {
+            if let Some(message) = body.remove("message") {
+                self.log.push((message, result.as_ref().and_then(|r| r.message_id.clone())));
+            }
+        }
+        result
     }
 
     /// Waits `message_delay_ms`, re-sending the typing indicator before Meta hides it.

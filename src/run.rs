@@ -46,10 +46,21 @@ impl Running {
     }
 }
 
+/// Builds the app and activates the endpoints' plugins (compiling off the async threads).
+async fn new_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let app = App::new(config);
+    let restoring = Arc::clone(&app);
+    tokio::task::spawn_blocking(move || restoring.restore_plugins())
+        .await
+        .context("plugin loading panicked")?
+        .context("cannot load the transformer plugins")?;
+    Ok(app)
+}
+
 /// Starts a host on `listener` (bind 127.0.0.1:0 in tests).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let app = App::new(config);
+    let app = new_app(config).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::serve(
         Arc::clone(&app),
@@ -81,7 +92,7 @@ pub async fn serve(
         .map(|e| e.id().to_string())
         .collect();
     tracing::info!(%listen, ?endpoints, "ferry is serving");
-    let app = App::new(config);
+    let app = new_app(config).await?;
     crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
     tracing::info!(
         pending = app.dispatcher.pending(),

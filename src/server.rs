@@ -5,6 +5,7 @@
 //! | `GET /webhooks/messenger/{endpoint}` | Meta's verification handshake |
 //! | `POST /webhooks/messenger/{endpoint}` | events: signature, parse, accept, 200 at once |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | operations |
+//! | `/admin/...` | plugin management, see `admin` |
 
 use crate::app::App;
 use crate::messenger::signature::{self, SignatureError};
@@ -34,6 +35,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .merge(crate::admin::routes())
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }

@@ -16,7 +16,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::bindings::ferry::transformer::{log as wit_log, session_storage, types as wit_types};
 use super::http::HttpPolicy;
 use super::storage::{SessionKey, SessionStorage};
-use super::types::{Level, LogSink};
+use super::types::{Level, Limits, LogSink};
 
 /// Longest log message kept; longer ones are cut.
 const MAX_LOG_MESSAGE_BYTES: usize = 8 * 1024;
@@ -123,6 +123,7 @@ pub struct HostState {
     key: SessionKey,
     pub log: Arc<TurnLog>,
     pub output: CapturedOutput,
+    pub limits: Limits,
 }
 
 impl HostState {
@@ -132,6 +133,7 @@ impl HostState {
         storage: Arc<dyn SessionStorage>,
         key: SessionKey,
         log: Arc<TurnLog>,
+        limits: Limits,
     ) -> Self {
         let output = CapturedOutput::new(log.clone());
         // No preopens, environment, arguments or network: the guest gets
@@ -150,6 +152,7 @@ impl HostState {
             key,
             log,
             output,
+            limits,
         }
     }
 }

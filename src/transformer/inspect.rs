@@ -25,6 +25,13 @@ const WASI_MAJOR_MINOR: (u64, u64) = (0, 2);
 /// Contract interfaces a plugin may import.
 const CONTRACT_IMPORTS: &[&str] = &["types", "log", "session-storage"];
 
+/// Hex SHA-256 of a component: its identity in the plugin store.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Validates a component without compiling it: a component (not a core module, not truncated), exporting at
+/// least one hook of a compatible contract version, importing only what the host offers.
 pub fn inspect(bytes: &[u8]) -> Result<PluginInfo, PluginError> {
     check_header(bytes)?;
     let names = top_level_names(bytes)?;
@@ -33,7 +40,7 @@ pub fn inspect(bytes: &[u8]) -> Result<PluginInfo, PluginError> {
     }
     let hooks = exported_hooks(&names.exports)?;
     Ok(PluginInfo {
-        sha256: hex::encode(Sha256::digest(bytes)),
+        sha256: sha256_hex(bytes),
         hooks,
         imports: names.imports,
         size: bytes.len(),

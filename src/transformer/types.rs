@@ -88,6 +88,8 @@ pub struct OutputContext {
     pub endpoint: EndpointInfo,
     pub user_id: String,
     pub session_id: String,
+    /// The user's profile (JSON), if known.
+    pub profile: Option<String>,
     pub output: FlowOutput,
     /// The Send API message objects (JSON) the host would send.
     pub messages: Vec<String>,
@@ -119,8 +121,32 @@ pub struct TurnSummary {
     pub endpoint: EndpointInfo,
     pub user_id: String,
     pub session_id: String,
+    /// The flow input after the input hook.
+    pub input: FlowInput,
+    pub outcome: TurnOutcome,
     pub outputs: Vec<FlowOutput>,
     pub sent: Vec<SentMessage>,
+}
+
+/// How a turn ended (`types.turn-outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TurnOutcome {
+    #[default]
+    Completed,
+    Dropped,
+    Replied,
+    FlowFailed,
+}
+
+impl TurnOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnOutcome::Completed => "completed",
+            TurnOutcome::Dropped => "dropped",
+            TurnOutcome::Replied => "replied",
+            TurnOutcome::FlowFailed => "flow-failed",
+        }
+    }
 }
 
 /// Which hooks a plugin exports.
@@ -206,6 +232,8 @@ pub struct TurnStats {
     /// Outbound HTTP requests that were denied (host not allowed, or over
     /// the per-turn limit).
     pub http_denied: u32,
+    /// Instances created (0 or 1 per turn).
+    pub instantiations: u32,
     /// Hook calls made on this turn's instance.
     pub hook_calls: u32,
     /// Largest linear memory size the instance reached, in bytes.

@@ -1,0 +1,201 @@
+//! The admin API (bearer `server.admin_token`): upload, inspect, roll back and remove an endpoint's
+//! transformer plugin.
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT /admin/endpoints/{id}/transformer` | body = the .wasm; validate, precompile, store, activate |
+//! | `GET /admin/endpoints/{id}/transformer` | active version and history |
+//! | `POST /admin/endpoints/{id}/transformer/rollback` | activate the previous version |
+//! | `DELETE /admin/endpoints/{id}/transformer` | deactivate |
+//!
+//! Activation swaps an `Arc`: turns in flight finish on the version they started with.
+
+use crate::app::{App, Endpoint};
+use crate::transformer::store::EndpointState;
+use crate::transformer::PluginError;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Largest plugin upload (Python and JavaScript components are 12-20 MB).
+pub const MAX_PLUGIN_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn routes() -> Router<Arc<App>> {
+    Router::new()
+        .route(
+            "/admin/endpoints/{endpoint}/transformer",
+            get(show).put(upload).delete(deactivate),
+        )
+        .route("/admin/endpoints/{endpoint}/transformer/rollback", post(rollback))
+        .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Checks the bearer token in constant time (over hashes, so the length does not leak either).
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &app.admin_token else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "the admin API is disabled: set server.admin_token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let matches = Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.expose().as_bytes()));
+    if given.is_empty() || !bool::from(matches) {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
+    }
+    Ok(())
+}
+
+fn endpoint(app: &App, id: &str) -> Result<Arc<Endpoint>, Response> {
+    app.endpoints
+        .get(id)
+        .cloned()
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown endpoint `{id}`")))
+}
+
+fn plugin_error(e: PluginError) -> Response {
+    let status = match e {
+        PluginError::Io(_) | PluginError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "plugin store failure");
+    }
+    error(status, e.to_string())
+}
+
+fn state_json(ep: &Endpoint, state: &EndpointState) -> Response {
+    let running = ep.plugin.current().map(|p| p.info.sha256.clone());
+    Json(json!({
+        "endpoint": &*ep.id,
+        "active": state.active,
+        "running_sha256": running,
+        "history": state.history,
+    }))
+    .into_response()
+}
+
+/// Runs a blocking plugin-store operation off the async threads, serialised per host (uploads compile for
+/// seconds and must not race each other's activation).
+async fn blocking<T: Send + 'static>(
+    app: &Arc<App>,
+    work: impl FnOnce(&App) -> Result<T, PluginError> + Send + 'static,
+) -> Result<T, Response> {
+    let _serial = app.admin_lock.lock().await;
+    let app = Arc::clone(app);
+    tokio::task::spawn_blocking(move || work(&app))
+        .await
+        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "plugin operation panicked"))?
+        .map_err(plugin_error)
+}
+
+async fn upload(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let ep = match endpoint(&app, &id) {
+        Ok(ep) => ep,
+        Err(r) => return r,
+    };
+    if body.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "the body must be a WebAssembly component (.wasm)");
+    }
+    let ep_id = ep.id.to_string();
+    let result = blocking(&app, move |app| {
+        let store = app.plugin_store()?;
+        let (version, plugin) = store.install(&body, "upload")?;
+        let state = store.activate(&ep_id, version)?;
+        Ok((state, plugin))
+    })
+    .await;
+    match result {
+        Ok((state, plugin)) => {
+            tracing::info!(endpoint = %ep.id, plugin = %plugin.name, hooks = ?plugin.info.hooks, "transformer plugin uploaded and active");
+            ep.plugin.set(Some(plugin));
+            state_json(&ep, &state)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn show(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let ep = match endpoint(&app, &id) {
+        Ok(ep) => ep,
+        Err(r) => return r,
+    };
+    let ep_id = ep.id.to_string();
+    match blocking(&app, move |app| app.plugin_store()?.state(&ep_id)).await {
+        Ok(state) => state_json(&ep, &state),
+        Err(r) => r,
+    }
+}
+
+async fn rollback(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let ep = match endpoint(&app, &id) {
+        Ok(ep) => ep,
+        Err(r) => return r,
+    };
+    let ep_id = ep.id.to_string();
+    let has_history = {
+        let ep_id = ep_id.clone();
+        blocking(&app, move |app| Ok(!app.plugin_store()?.state(&ep_id)?.history.is_empty())).await
+    };
+    match has_history {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::CONFLICT, "there is no earlier version to roll back to"),
+        Err(r) => return r,
+    }
+    match blocking(&app, move |app| app.plugin_store()?.rollback(&ep_id)).await {
+        Ok((state, plugin)) => {
+            tracing::info!(endpoint = %ep.id, plugin = %plugin.name, "transformer plugin rolled back");
+            ep.plugin.set(Some(plugin));
+            state_json(&ep, &state)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn deactivate(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let ep = match endpoint(&app, &id) {
+        Ok(ep) => ep,
+        Err(r) => return r,
+    };
+    let ep_id = ep.id.to_string();
+    match blocking(&app, move |app| app.plugin_store()?.deactivate(&ep_id)).await {
+        Ok(state) => {
+            ep.plugin.set(None);
+            tracing::info!(endpoint = %ep.id, "transformer plugin deactivated");
+            state_json(&ep, &state)
+        }
+        Err(r) => r,
+    }
+}

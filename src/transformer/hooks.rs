@@ -1,0 +1,305 @@
+//! The three hooks as the turn pipeline sees them: an endpoint's plugin slot ([`EndpointPlugin`]) and one
+//! turn's hooks ([`TurnHooks`]), with the endpoint's policy applied: which hooks are enabled, what a failure
+//! means (`abort_on_error`), logging with the plugin's name and hash, and metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use serde_json::Value;
+
+use super::error::HookError;
+use super::runtime::{Plugin, Turn, TurnContext};
+use super::storage::{SessionKey, SessionStorage};
+use super::types::{
+    EndpointInfo, InputDecision, InputEvent, Level, Limits, LogSink, OutputContext, OutputDecision,
+    TurnSummary,
+};
+use crate::config::TransformerConfig;
+use crate::metrics::Metrics;
+
+/// The plugin an endpoint runs now, swapped atomically: a turn keeps the version it started with.
+pub struct EndpointPlugin {
+    endpoint_id: Arc<str>,
+    active: ArcSwapOption<Plugin>,
+    enabled: EnabledHooks,
+    abort_on_error: bool,
+    limits: Limits,
+    info: EndpointInfo,
+}
+
+#[derive(Clone, Copy)]
+struct EnabledHooks {
+    input: bool,
+    output: bool,
+    finished: bool,
+}
+
+impl EndpointPlugin {
+    pub fn new(endpoint_id: Arc<str>, config: &TransformerConfig, info: EndpointInfo) -> EndpointPlugin {
+        EndpointPlugin {
+            endpoint_id,
+            active: ArcSwapOption::empty(),
+            enabled: EnabledHooks {
+                input: config.input,
+                output: config.output,
+                finished: config.execution_finished,
+            },
+            abort_on_error: config.abort_on_error,
+            limits: config.limits.clone(),
+            info,
+        }
+    }
+
+    pub fn set(&self, plugin: Option<Arc<Plugin>>) {
+        self.active.store(plugin);
+    }
+
+    pub fn current(&self) -> Option<Arc<Plugin>> {
+        self.active.load_full()
+    }
+
+    pub fn endpoint_info(&self) -> &EndpointInfo {
+        &self.info
+    }
+
+    /// The hooks of one turn; inert when no plugin is active.
+    pub fn begin(
+        &self,
+        metrics: &Arc<Metrics>,
+        storage: Arc<dyn SessionStorage>,
+        key: SessionKey,
+    ) -> TurnHooks {
+        let Some(plugin) = self.current() else {
+            return TurnHooks::inert();
+        };
+        let log: Arc<dyn LogSink> = Arc::new(PluginLog {
+            endpoint: Arc::clone(&self.endpoint_id),
+            plugin: plugin.name.clone(),
+        });
+        let turn = plugin.turn(TurnContext {
+            limits: self.limits.clone(),
+            storage,
+            key,
+            log,
+        });
+        let hooks = plugin.hooks();
+        TurnHooks {
+            turn: Some(turn),
+            input: hooks.input && self.enabled.input,
+            output: hooks.output && self.enabled.output,
+            finished: hooks.execution_finished && self.enabled.finished,
+            abort_on_error: self.abort_on_error,
+            endpoint: Arc::clone(&self.endpoint_id),
+            metrics: Some(Arc::clone(metrics)),
+        }
+    }
+}
+
+/// What the input hook decided, after the endpoint's policy.
+pub enum InputStep {
+    /// Run the flow (the input may have been patched).
+    Forward,
+    /// Do not run the flow; nothing is sent.
+    Drop,
+    /// Do not run the flow; send these Send API messages.
+    Reply(Vec<Value>),
+}
+
+/// What to send for one output, after the output hook and the endpoint's policy.
+pub enum OutputStep {
+    Send(Vec<Value>),
+    Skip,
+}
+
+/// One turn's plugin instance and the endpoint's policy.
+pub struct TurnHooks {
+    turn: Option<Turn>,
+    input: bool,
+    output: bool,
+    finished: bool,
+    abort_on_error: bool,
+    endpoint: Arc<str>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl TurnHooks {
+    pub fn inert() -> TurnHooks {
+        TurnHooks {
+            turn: None,
+            input: false,
+            output: false,
+            finished: false,
+            abort_on_error: false,
+            endpoint: Arc::from(""),
+            metrics: None,
+        }
+    }
+
+    pub fn has_input(&self) -> bool {
+        self.input
+    }
+
+    pub fn has_output(&self) -> bool {
+        self.output
+    }
+
+    pub fn has_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Runs the input hook. On success the patch is applied to `event.input` by the caller's copy: the
+    /// returned step says whether the flow runs.
+    pub async fn input(&mut self, event: InputEvent, input: &mut super::types::FlowInput) -> InputStep {
+        if !self.input {
+            return InputStep::Forward;
+        }
+        let Some(turn) = self.turn.as_mut() else {
+            return InputStep::Forward;
+        };
+        let started = Instant::now();
+        let result = turn.input(event).await;
+        self.observe("input", started);
+        match result {
+            Ok(InputDecision::Forward(patch)) => {
+                patch.apply(input);
+                InputStep::Forward
+            }
+            Ok(InputDecision::Drop) => InputStep::Drop,
+            Ok(InputDecision::Reply(messages)) => InputStep::Reply(parse_messages(&messages)),
+            Err(e) => {
+                self.failed("input", &e);
+                if self.abort_on_error {
+                    InputStep::Drop
+                } else {
+                    InputStep::Forward
+                }
+            }
+        }
+    }
+
+    /// Runs the output hook for one output whose default conversion is `context.messages`.
+    pub async fn output(&mut self, context: OutputContext, default: Vec<Value>) -> OutputStep {
+        if !self.output {
+            return OutputStep::Send(default);
+        }
+        let Some(turn) = self.turn.as_mut() else {
+            return OutputStep::Send(default);
+        };
+        let started = Instant::now();
+        let result = turn.output(context).await;
+        self.observe("output", started);
+        match result {
+            Ok(OutputDecision::SendDefault) => OutputStep::Send(default),
+            Ok(OutputDecision::Send(messages)) => OutputStep::Send(parse_messages(&messages)),
+            Ok(OutputDecision::Skip) => OutputStep::Skip,
+            Err(e) => {
+                self.failed("output", &e);
+                if self.abort_on_error {
+                    OutputStep::Skip
+                } else {
+                    OutputStep::Send(default)
+                }
+            }
+        }
+    }
+
+    /// Ends a turn whose plugin has no (enabled) execution-finished hook.
+    pub fn finished_without_call(&self) {
+        self.record_stats();
+    }
+
+    /// Runs the execution-finished hook and records the turn's plugin counters.
+    pub async fn finished(&mut self, summary: TurnSummary) {
+        if self.finished {
+            if let Some(turn) = self.turn.as_mut() {
+                let started = Instant::now();
+                let result = turn.execution_finished(summary).await;
+                self.observe("execution_finished", started);
+                if let Err(e) = result {
+                    self.failed("execution_finished", &e);
+                }
+            }
+        }
+        self.record_stats();
+    }
+
+    fn record_stats(&self) {
+        let (Some(turn), Some(metrics)) = (&self.turn, &self.metrics) else {
+            return;
+        };
+        let stats = turn.stats();
+        let endpoint = [("endpoint", &*self.endpoint)];
+        if stats.instantiations > 0 {
+            metrics.add("ferry_plugin_instantiations_total", &endpoint, stats.instantiations as u64);
+        }
+        if stats.http_denied > 0 {
+            metrics.add(
+                "ferry_hook_errors_total",
+                &[("endpoint", &*self.endpoint), ("hook", "http"), ("kind", "http_denied")],
+                stats.http_denied as u64,
+            );
+        }
+        if stats.http_requests > 0 {
+            metrics.add("ferry_plugin_http_requests_total", &endpoint, stats.http_requests as u64);
+        }
+    }
+
+    fn observe(&self, hook: &'static str, started: Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(
+                "ferry_hook_duration_seconds",
+                &[("endpoint", &*self.endpoint), ("hook", hook)],
+                started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+
+    fn failed(&self, hook: &'static str, error: &HookError) {
+        let plugin = self.turn.as_ref().map(|t| t.plugin().name.clone()).unwrap_or_default();
+        let backtrace = match error {
+            HookError::Trap { backtrace: Some(bt), .. } => bt.as_str(),
+            _ => "",
+        };
+        tracing::warn!(
+            endpoint = %self.endpoint,
+            plugin = %plugin,
+            hook,
+            kind = error.kind(),
+            abort_on_error = self.abort_on_error,
+            backtrace,
+            "plugin hook failed: {error}"
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.inc(
+                "ferry_hook_errors_total",
+                &[("endpoint", &*self.endpoint), ("hook", hook), ("kind", error.kind())],
+            );
+        }
+    }
+}
+
+/// Plugin messages were validated as JSON objects by the runtime; parsing again cannot fail, but a value
+/// that somehow does not parse is left out rather than sent broken.
+fn parse_messages(messages: &[String]) -> Vec<Value> {
+    messages.iter().filter_map(|m| serde_json::from_str(m).ok()).collect()
+}
+
+/// Writes plugin log entries into the host's log, tagged with the endpoint and the plugin's hash.
+struct PluginLog {
+    endpoint: Arc<str>,
+    plugin: String,
+}
+
+impl LogSink for PluginLog {
+    fn log(&self, level: Level, message: &str) {
+        let (endpoint, plugin) = (&*self.endpoint, self.plugin.as_str());
+        match level {
+            Level::Trace => tracing::trace!(target: "ferry::plugin", endpoint, plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "ferry::plugin", endpoint, plugin, "{message}"),
+            Level::Info => tracing::info!(target: "ferry::plugin", endpoint, plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "ferry::plugin", endpoint, plugin, "{message}"),
+            Level::Error => tracing::error!(target: "ferry::plugin", endpoint, plugin, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The wasmtime runtime: one engine for the whole host, components precompiled once, and one fresh instance
+//! per turn whose hooks run under the endpoint's limits.
+//!
+//! Why it is shaped this way:
+//! - A pooling allocator plus [`InstancePre`] make a fresh instance cheap (tens of microseconds for Rust), so
+//!   every turn gets its own instance: no state leaks between users or turns, and a plugin that trapped is
+//!   simply thrown away with its turn.
+//! - Epoch interruption bounds a hook's wall time (a ticker thread advances the epoch every [`TICK`]); a
+//!   guest waiting in a host call (HTTP) is bounded by a tokio timeout around the call as well.
+//! - Precompiled artifacts are written by [`Runtime::precompile`] and loaded with [`Runtime::load_precompiled`]:
+//!   nothing is compiled on the message path.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::bindings::{self, FinishedIndices, InputIndices, OutputIndices};
+use super::error::{HookError, PluginError};
+use super::host::{HostState, MemoryLimiter, TurnLog};
+use super::http::{AllowList, HttpPolicy};
+use super::storage::{SessionKey, SessionStorage};
+use super::types::{
+    Hooks, InputDecision, InputEvent, Limits, LogSink, OutputContext, OutputDecision, PluginInfo,
+    TurnStats, TurnSummary,
+};
+use super::validate;
+
+/// How often the epoch advances: the granularity of hook deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+/// Instances alive at once (turns using a plugin concurrently); further turns wait for a slot.
+const MAX_INSTANCES: u32 = 256;
+/// Extra time the tokio backstop grants over the epoch deadline, so the epoch (which reports a clean
+/// timeout trap) normally fires first.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
+
+/// The engine, the linker with every import a plugin may use, and the epoch ticker.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    slots: Arc<Semaphore>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Result<Arc<Runtime>, PluginError> {
+        let engine = match Engine::new(&engine_config(true)) {
+            Ok(engine) => engine,
+            // Some hosts cap virtual memory, which the pool reserves up front: run without it.
+            Err(e) => {
+                tracing::warn!(error = %e, "pooling allocator unavailable; instances are allocated on demand");
+                Engine::new(&engine_config(false)).map_err(|e| PluginError::Runtime(e.to_string()))?
+            }
+        };
+        let linker = host_linker(&engine)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop))?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
+            ticker_stop,
+        }))
+    }
+
+    /// Identifies the engine's artifact format: precompiled files are keyed by it, so an upgraded host
+    /// recompiles instead of loading an incompatible artifact.
+    pub fn compatibility_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+
+    /// Compiles a component to native code (seconds for Python or JavaScript: never on the message path).
+    pub fn precompile(&self, wasm: &[u8]) -> Result<Vec<u8>, PluginError> {
+        self.engine
+            .precompile_component(wasm)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))
+    }
+
+    /// Loads an artifact written by [`Runtime::precompile`] and links it.
+    ///
+    /// The file must be one this host wrote itself (the plugin store's own directory): wasmtime trusts a
+    /// precompiled artifact's native code.
+    pub fn load_precompiled(&self, name: &str, info: PluginInfo, artifact: &Path) -> Result<Plugin, PluginError> {
+        // SAFETY: the artifact was produced by `precompile` of this engine and stored under the data
+        // directory by the plugin store; wasmtime checks the engine compatibility header itself.
+        let component = unsafe { Component::deserialize_file(&self.engine, artifact) }
+            .map_err(|e| PluginError::Io(format!("{}: {e:#}", artifact.display())))?;
+        self.link(name, info, &component)
+    }
+
+    /// Compiles and links in one step (the `ferry plugin` commands and tests).
+    pub fn load_bytes(&self, name: &str, info: PluginInfo, wasm: &[u8]) -> Result<Plugin, PluginError> {
+        let component =
+            Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        self.link(name, info, &component)
+    }
+
+    fn link(&self, name: &str, info: PluginInfo, component: &Component) -> Result<Plugin, PluginError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+        // A hook is present when its interface resolves against the component (semver-compatible 0.1.x).
+        let input = InputIndices::new(&pre).ok();
+        let output = OutputIndices::new(&pre).ok();
+        let finished = FinishedIndices::new(&pre).ok();
+        let hooks = Hooks {
+            input: input.is_some(),
+            output: output.is_some(),
+            execution_finished: finished.is_some(),
+        };
+        if !hooks.any() {
+            return Err(PluginError::NoHooks(String::new()));
+        }
+        Ok(Plugin {
+            name: name.to_string(),
+            info: PluginInfo { hooks, ..info },
+            pre,
+            input,
+            output,
+            finished,
+            slots: Arc::clone(&self.slots),
+        })
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            // componentize-py links libc and libpython dynamically: many core instances and tables each.
+            .max_core_instances_per_component(64)
+            .max_tables_per_component(64)
+            .max_memories_per_component(8)
+            .total_core_instances(MAX_INSTANCES * 16)
+            .total_memories(MAX_INSTANCES * 2)
+            .total_tables(MAX_INSTANCES * 16)
+            .total_stacks(MAX_INSTANCES)
+            // The per-endpoint memory limit is enforced by the store's limiter; this is only the ceiling.
+            .max_memory_size(1 << 32)
+            // Keeping touched pages resident makes the next instance in a slot cheaper.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+fn host_linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
+    let setup = |e: wasmtime::Error| PluginError::Runtime(format!("{e:#}"));
+    let mut linker: Linker<HostState> = Linker::new(engine);
+    // All of WASI 0.2 is linked so that any language's standard library loads; `HostState` grants nothing.
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
+    bindings::ferry::transformer::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(setup)?;
+    bindings::ferry::transformer::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(setup)?;
+    bindings::ferry::transformer::session_storage::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(setup)?;
+    Ok(linker)
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> Result<(), PluginError> {
+    std::thread::Builder::new()
+        .name("ferry-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| PluginError::Runtime(format!("cannot start the epoch ticker: {e}")))
+}
+
+/// A linked plugin, ready to instantiate. Cheap to share: turns hold it in an `Arc`, so a hot swap lets
+/// turns in flight finish on the version they started with.
+pub struct Plugin {
+    pub name: String,
+    pub info: PluginInfo,
+    pre: InstancePre<HostState>,
+    input: Option<InputIndices>,
+    output: Option<OutputIndices>,
+    finished: Option<FinishedIndices>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("info", &self.info).finish()
+    }
+}
+
+/// What a turn's instance needs from the host: limits, session storage scope and the log.
+pub struct TurnContext {
+    pub limits: Limits,
+    pub storage: Arc<dyn SessionStorage>,
+    pub key: SessionKey,
+    pub log: Arc<dyn LogSink>,
+}
+
+impl Plugin {
+    pub fn hooks(&self) -> Hooks {
+        self.info.hooks
+    }
+
+    /// Starts a turn. The instance is created on the first hook call (its cost counts against that call).
+    pub fn turn(self: &Arc<Self>, context: TurnContext) -> Turn {
+        Turn {
+            plugin: Arc::clone(self),
+            context: Some(context),
+            live: None,
+            poisoned: false,
+            stats: TurnStats::default(),
+            log: None,
+        }
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    instance: Instance,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One turn's instance of a plugin. Hooks of the turn run on it in order; it is dropped with the turn.
+pub struct Turn {
+    plugin: Arc<Plugin>,
+    context: Option<TurnContext>,
+    live: Option<Live>,
+    poisoned: bool,
+    stats: TurnStats,
+    log: Option<Arc<TurnLog>>,
+}
+
+impl Turn {
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    pub async fn input(&mut self, event: InputEvent) -> Result<InputDecision, HookError> {
+        let indices = self.plugin.input.clone().ok_or(HookError::NotExported("input"))?;
+        let decision: InputDecision = self
+            .call(move |store, instance| {
+                Box::pin(async move {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_handle_input(&mut *store, &event.into()).await
+                })
+            })
+            .await?
+            .map_err(HookError::Plugin)?
+            .into();
+        validate::input_decision(&decision)?;
+        Ok(decision)
+    }
+
+    pub async fn output(&mut self, context: OutputContext) -> Result<OutputDecision, HookError> {
+        let indices = self.plugin.output.clone().ok_or(HookError::NotExported("output"))?;
+        let decision: OutputDecision = self
+            .call(move |store, instance| {
+                Box::pin(async move {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest.call_handle_output(&mut *store, &context.into()).await
+                })
+            })
+            .await?
+            .map_err(HookError::Plugin)?
+            .into();
+        validate::output_decision(&decision)?;
+        Ok(decision)
+    }
+
+    pub async fn execution_finished(&mut self, summary: TurnSummary) -> Result<(), HookError> {
+        let indices = self
+            .plugin
+            .finished
+            .clone()
+            .ok_or(HookError::NotExported("execution-finished"))?;
+        self.call(move |store, instance| {
+            Box::pin(async move {
+                let guest = indices.load(&mut *store, instance)?;
+                guest.call_handle_execution_finished(&mut *store, &summary.into()).await
+            })
+        })
+        .await?
+        .map_err(HookError::Plugin)
+    }
+
+    /// Counters of this turn so far.
+    pub fn stats(&self) -> TurnStats {
+        let mut stats = self.stats;
+        if let Some(live) = &self.live {
+            let data = live.store.data();
+            stats.http_requests = data.http.sent;
+            stats.http_denied = data.http.denied;
+            stats.peak_memory_bytes = data.limiter.peak;
+        }
+        if let Some(log) = &self.log {
+            stats.log_entries = log.entries();
+        }
+        stats
+    }
+
+    /// Whether an instance was created for this turn.
+    pub fn instantiated(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Runs one export under the limits: instantiates on first use, sets the epoch deadline, bounds the
+    /// whole call with a tokio timeout, and classifies failures.
+    async fn call<R, F>(&mut self, f: F) -> Result<R, HookError>
+    where
+        F: for<'a> FnOnce(
+            &'a mut Store<HostState>,
+            &'a Instance,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+    {
+        if self.poisoned {
+            return Err(HookError::Poisoned);
+        }
+        self.stats.hook_calls += 1;
+        let limits = self.limits();
+        let timeout = Duration::from_millis(limits.hook_timeout_ms.max(1));
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout + BACKSTOP_GRACE, async {
+            self.ensure_instance(timeout).await?;
+            let Some(live) = self.live.as_mut() else {
+                return Err(HookError::Instantiate("no instance".into()));
+            };
+            live.store
+                .set_epoch_deadline(ticks(timeout.saturating_sub(started.elapsed())));
+            let outcome = f(&mut live.store, &live.instance).await;
+            live.store.data().output.flush();
+            outcome.map_err(|e| classify(e, &live.store, limits.hook_timeout_ms, limits.memory_bytes))
+        })
+        .await;
+        let result = match result {
+            Ok(result) => result,
+            Err(_) => Err(HookError::Timeout(limits.hook_timeout_ms)),
+        };
+        if let Err(e) = &result {
+            if matches!(
+                e,
+                HookError::Trap { .. } | HookError::Timeout(_) | HookError::Memory(_) | HookError::Instantiate(_)
+            ) {
+                // A trapped instance may hold broken invariants; the rest of the turn runs without it.
+                self.poisoned = true;
+            }
+        }
+        result
+    }
+
+    fn limits(&self) -> Limits {
+        match (&self.context, &self.live) {
+            (Some(context), _) => context.limits.clone(),
+            (None, Some(live)) => live.store.data().limits.clone(),
+            (None, None) => Limits::default(),
+        }
+    }
+
+    async fn ensure_instance(&mut self, timeout: Duration) -> Result<(), HookError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let Some(context) = self.context.take() else {
+            return Err(HookError::Poisoned);
+        };
+        let slot = Arc::clone(&self.plugin.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| HookError::Instantiate("the runtime is shutting down".into()))?;
+        let log = Arc::new(TurnLog::new(context.log));
+        self.log = Some(Arc::clone(&log));
+        let http = HttpPolicy::new(
+            AllowList::parse_lenient(&context.limits.allowed_hosts),
+            context.limits.max_requests_per_turn,
+            context.limits.max_response_bytes,
+            Duration::from_millis(context.limits.request_timeout_ms),
+        );
+        let state = HostState::new(
+            http,
+            MemoryLimiter::new(context.limits.memory_bytes),
+            context.storage,
+            context.key,
+            log,
+            context.limits,
+        );
+        let mut store = Store::new(self.plugin.pre.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // A fresh store's deadline has already passed: set it before instantiating (instantiation runs
+        // guest start functions).
+        store.set_epoch_deadline(ticks(timeout));
+        store.epoch_deadline_trap();
+        let instance = match self.plugin.pre.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => {
+                let limits = store.data().limits.clone();
+                return Err(match classify(e, &store, limits.hook_timeout_ms, limits.memory_bytes) {
+                    HookError::Trap { message, .. } => HookError::Instantiate(message),
+                    other => other,
+                });
+            }
+        };
+        self.stats.instantiations += 1;
+        self.live = Some(Live {
+            store,
+            instance,
+            _slot: slot,
+        });
+        Ok(())
+    }
+}
+
+fn ticks(time: Duration) -> u64 {
+    (time.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1)
+}
+
+/// Turns a wasmtime error into what happened, for the log and the metrics.
+fn classify(error: wasmtime::Error, store: &Store<HostState>, timeout_ms: u64, memory_bytes: usize) -> HookError {
+    if store.data().limiter.exceeded {
+        return HookError::Memory(memory_bytes);
+    }
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return HookError::Timeout(timeout_ms);
+    }
+    let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| bt.to_string());
+    let message = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{error:#}"),
+    };
+    HookError::Trap { message, backtrace }
+}
