@@ -33,7 +33,10 @@ pub fn routes() -> Router<Arc<App>> {
             "/admin/endpoints/{endpoint}/transformer",
             get(show).put(upload).delete(deactivate),
         )
-        .route("/admin/endpoints/{endpoint}/transformer/rollback", post(rollback))
+        .route(
+            "/admin/endpoints/{endpoint}/transformer/rollback",
+            post(rollback),
+        )
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
 
@@ -54,9 +57,13 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let matches = Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.expose().as_bytes()));
+    let matches =
+        Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(token.expose().as_bytes()));
     if given.is_empty() || !bool::from(matches) {
-        return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"));
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ));
     }
     Ok(())
 }
@@ -100,7 +107,12 @@ async fn blocking<T: Send + 'static>(
     let app = Arc::clone(app);
     tokio::task::spawn_blocking(move || work(&app))
         .await
-        .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "plugin operation panicked"))?
+        .map_err(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "plugin operation panicked",
+            )
+        })?
         .map_err(plugin_error)
 }
 
@@ -118,7 +130,10 @@ async fn upload(
         Err(r) => return r,
     };
     if body.is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the body must be a WebAssembly component (.wasm)");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a WebAssembly component (.wasm)",
+        );
     }
     let ep_id = ep.id.to_string();
     let result = blocking(&app, move |app| {
@@ -153,7 +168,11 @@ async fn show(State(app): State<Arc<App>>, Path(id): Path<String>, headers: Head
     }
 }
 
-async fn rollback(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn rollback(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
         return denied;
     }
@@ -164,11 +183,19 @@ async fn rollback(State(app): State<Arc<App>>, Path(id): Path<String>, headers: 
     let ep_id = ep.id.to_string();
     let has_history = {
         let ep_id = ep_id.clone();
-        blocking(&app, move |app| Ok(!app.plugin_store()?.state(&ep_id)?.history.is_empty())).await
+        blocking(&app, move |app| {
+            Ok(!app.plugin_store()?.state(&ep_id)?.history.is_empty())
+        })
+        .await
     };
     match has_history {
         Ok(true) => {}
-        Ok(false) => return error(StatusCode::CONFLICT, "there is no earlier version to roll back to"),
+        Ok(false) => {
+            return error(
+                StatusCode::CONFLICT,
+                "there is no earlier version to roll back to",
+            )
+        }
         Err(r) => return r,
     }
     match blocking(&app, move |app| app.plugin_store()?.rollback(&ep_id)).await {
@@ -181,7 +208,11 @@ async fn rollback(State(app): State<Arc<App>>, Path(id): Path<String>, headers: 
     }
 }
 
-async fn deactivate(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn deactivate(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
         return denied;
     }

@@ -65,7 +65,11 @@ impl Endpoint {
             .iter()
             .map(|f| f.as_str())
             .collect();
-        let plugin = EndpointPlugin::new(Arc::clone(&id), &config.transformer, plugin_endpoint_info(&config));
+        let plugin = EndpointPlugin::new(
+            Arc::clone(&id),
+            &config.transformer,
+            plugin_endpoint_info(&config),
+        );
         Endpoint {
             id,
             config,

@@ -128,7 +128,10 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
 fn is_key(k: &Key, name: &str, labels: &[(&'static str, &str)]) -> bool {
     k.0 == name
         && k.1.len() == labels.len()
-        && k.1.iter().zip(labels).all(|((a, b), (c, d))| a == c && b == d)
+        && k.1
+            .iter()
+            .zip(labels)
+            .all(|((a, b), (c, d))| a == c && b == d)
 }
 
 impl Metrics {

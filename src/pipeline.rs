@@ -415,7 +415,8 @@ impl<'a> Delivery<'a> {
         self.sent += 1;
         if let Value::Object(mut body) = body {
             if let Some(message) = body.remove("message") {
-                self.log.push((message, result.as_ref().and_then(|r| r.message_id.clone())));
+                self.log
+                    .push((message, result.as_ref().and_then(|r| r.message_id.clone())));
             }
         }
         result

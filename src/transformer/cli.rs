@@ -87,7 +87,10 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
     for import in &plugin.info.imports {
         println!("    {import}");
     }
-    println!("  compiled in {:.0} ms", started.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "  compiled in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     Ok(())
 }
 
@@ -98,7 +101,10 @@ struct PrintedLog(Mutex<Vec<String>>);
 impl LogSink for PrintedLog {
     fn log(&self, level: Level, message: &str) {
         if let Ok(mut lines) = self.0.lock() {
-            lines.push(format!("{:<5} {message}", format!("{level:?}").to_lowercase()));
+            lines.push(format!(
+                "{:<5} {message}",
+                format!("{level:?}").to_lowercase()
+            ));
         }
     }
 }
@@ -112,7 +118,8 @@ async fn run_hook(
 ) -> anyhow::Result<()> {
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let event: Value = serde_json::from_slice(
-        &std::fs::read(event_file).with_context(|| format!("cannot read {}", event_file.display()))?,
+        &std::fs::read(event_file)
+            .with_context(|| format!("cannot read {}", event_file.display()))?,
     )
     .with_context(|| format!("{} is not JSON", event_file.display()))?;
     let info = inspect(&wasm)?;
@@ -122,8 +129,12 @@ async fn run_hook(
     let storage = Arc::new(MemorySessionStorage::new());
     let key = SessionKey {
         endpoint_id: "local".into(),
-        user_id: str_at(&event, &["/input/userId", "/userId"]).unwrap_or("local-user").into(),
-        session_id: str_at(&event, &["/input/sessionId", "/sessionId"]).unwrap_or("local-session").into(),
+        user_id: str_at(&event, &["/input/userId", "/userId"])
+            .unwrap_or("local-user")
+            .into(),
+        session_id: str_at(&event, &["/input/sessionId", "/sessionId"])
+            .unwrap_or("local-session")
+            .into(),
     };
     if let Some(value) = storage_value {
         use super::storage::SessionStorage;
@@ -137,9 +148,18 @@ async fn run_hook(
     });
     let started = Instant::now();
     let decision = match hook {
-        "input" => turn.input(input_event(&event)).await.map(|d| input_decision_json(&d)),
-        "output" => turn.output(output_context(&event)?).await.map(|d| output_decision_json(&d)),
-        "execution-finished" => turn.execution_finished(turn_summary(&event)).await.map(|()| json!("ok")),
+        "input" => turn
+            .input(input_event(&event))
+            .await
+            .map(|d| input_decision_json(&d)),
+        "output" => turn
+            .output(output_context(&event)?)
+            .await
+            .map(|d| output_decision_json(&d)),
+        "execution-finished" => turn
+            .execution_finished(turn_summary(&event))
+            .await
+            .map(|()| json!("ok")),
         other => bail!("--hook must be input, output or execution-finished, not `{other}`"),
     };
     let elapsed = started.elapsed();
@@ -164,15 +184,22 @@ async fn run_hook(
         stats.http_requests,
         stats.http_denied
     );
-    decision.map(|_| ()).map_err(|e| anyhow::anyhow!("the hook failed: {e}"))
+    decision
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("the hook failed: {e}"))
 }
 
 fn str_at<'a>(value: &'a Value, pointers: &[&str]) -> Option<&'a str> {
-    pointers.iter().find_map(|p| value.pointer(p).and_then(Value::as_str))
+    pointers
+        .iter()
+        .find_map(|p| value.pointer(p).and_then(Value::as_str))
 }
 
 fn json_string_at(value: &Value, pointer: &str) -> Option<String> {
-    value.pointer(pointer).filter(|v| !v.is_null()).map(Value::to_string)
+    value
+        .pointer(pointer)
+        .filter(|v| !v.is_null())
+        .map(Value::to_string)
 }
 
 fn endpoint_info(event: &Value) -> EndpointInfo {
@@ -187,9 +214,20 @@ fn endpoint_info(event: &Value) -> EndpointInfo {
 fn flow_input_at(event: &Value, base: &str) -> FlowInput {
     let at = |k: &str| format!("{base}/{k}");
     FlowInput {
-        user_id: event.pointer(&at("userId")).and_then(Value::as_str).unwrap_or("local-user").into(),
-        session_id: event.pointer(&at("sessionId")).and_then(Value::as_str).unwrap_or("local-session").into(),
-        text: event.pointer(&at("text")).and_then(Value::as_str).map(str::to_string),
+        user_id: event
+            .pointer(&at("userId"))
+            .and_then(Value::as_str)
+            .unwrap_or("local-user")
+            .into(),
+        session_id: event
+            .pointer(&at("sessionId"))
+            .and_then(Value::as_str)
+            .unwrap_or("local-session")
+            .into(),
+        text: event
+            .pointer(&at("text"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
         data: json_string_at(event, &at("data")).unwrap_or_else(|| "{}".into()),
     }
 }
@@ -206,15 +244,24 @@ fn input_event(event: &Value) -> InputEvent {
 
 fn flow_output(value: &Value) -> FlowOutput {
     FlowOutput {
-        text: value.get("text").and_then(Value::as_str).map(str::to_string),
-        data: value.get("data").filter(|d| !d.is_null()).map(Value::to_string),
+        text: value
+            .get("text")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        data: value
+            .get("data")
+            .filter(|d| !d.is_null())
+            .map(Value::to_string),
     }
 }
 
 /// `{"userId", "sessionId", "profile"?, "output": {"text", "data"}, "messages"?: [...]}`; without `messages`
 /// the host's default conversion of `output` is used.
 fn output_context(event: &Value) -> anyhow::Result<OutputContext> {
-    let output = event.get("output").cloned().unwrap_or(Value::Object(Map::new()));
+    let output = event
+        .get("output")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
     let messages = match event.get("messages").and_then(Value::as_array) {
         Some(messages) => messages.iter().map(Value::to_string).collect(),
         None => crate::messenger::convert::output_to_messages(
@@ -229,7 +276,9 @@ fn output_context(event: &Value) -> anyhow::Result<OutputContext> {
     Ok(OutputContext {
         endpoint: endpoint_info(event),
         user_id: str_at(event, &["/userId"]).unwrap_or("local-user").into(),
-        session_id: str_at(event, &["/sessionId"]).unwrap_or("local-session").into(),
+        session_id: str_at(event, &["/sessionId"])
+            .unwrap_or("local-session")
+            .into(),
         profile: json_string_at(event, "/profile"),
         output: flow_output(&output),
         messages,
@@ -244,26 +293,43 @@ fn turn_summary(event: &Value) -> TurnSummary {
         Some("flow-failed") => TurnOutcome::FlowFailed,
         _ => TurnOutcome::Completed,
     };
-    let list = |key: &str| event.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let list = |key: &str| {
+        event
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
     TurnSummary {
         endpoint: endpoint_info(event),
         user_id: str_at(event, &["/userId"]).unwrap_or("local-user").into(),
-        session_id: str_at(event, &["/sessionId"]).unwrap_or("local-session").into(),
+        session_id: str_at(event, &["/sessionId"])
+            .unwrap_or("local-session")
+            .into(),
         input: flow_input_at(event, "/input"),
         outcome,
         outputs: list("outputs").iter().map(flow_output).collect(),
         sent: list("sent")
             .iter()
             .map(|s| SentMessage {
-                message: s.get("message").map(Value::to_string).unwrap_or_else(|| "{}".into()),
-                message_id: s.get("messageId").and_then(Value::as_str).map(str::to_string),
+                message: s
+                    .get("message")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "{}".into()),
+                message_id: s
+                    .get("messageId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             })
             .collect(),
     }
 }
 
 fn parsed(messages: &[String]) -> Vec<Value> {
-    messages.iter().map(|m| serde_json::from_str(m).unwrap_or(Value::Null)).collect()
+    messages
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap_or(Value::Null))
+        .collect()
 }
 
 pub fn input_decision_json(decision: &InputDecision) -> Value {

@@ -36,7 +36,11 @@ struct EnabledHooks {
 }
 
 impl EndpointPlugin {
-    pub fn new(endpoint_id: Arc<str>, config: &TransformerConfig, info: EndpointInfo) -> EndpointPlugin {
+    pub fn new(
+        endpoint_id: Arc<str>,
+        config: &TransformerConfig,
+        info: EndpointInfo,
+    ) -> EndpointPlugin {
         EndpointPlugin {
             endpoint_id,
             active: ArcSwapOption::empty(),
@@ -150,7 +154,11 @@ impl TurnHooks {
 
     /// Runs the input hook. On success the patch is applied to `event.input` by the caller's copy: the
     /// returned step says whether the flow runs.
-    pub async fn input(&mut self, event: InputEvent, input: &mut super::types::FlowInput) -> InputStep {
+    pub async fn input(
+        &mut self,
+        event: InputEvent,
+        input: &mut super::types::FlowInput,
+    ) -> InputStep {
         if !self.input {
             return InputStep::Forward;
         }
@@ -231,17 +239,29 @@ impl TurnHooks {
         let stats = turn.stats();
         let endpoint = [("endpoint", &*self.endpoint)];
         if stats.instantiations > 0 {
-            metrics.add("ferry_plugin_instantiations_total", &endpoint, stats.instantiations as u64);
+            metrics.add(
+                "ferry_plugin_instantiations_total",
+                &endpoint,
+                stats.instantiations as u64,
+            );
         }
         if stats.http_denied > 0 {
             metrics.add(
                 "ferry_hook_errors_total",
-                &[("endpoint", &*self.endpoint), ("hook", "http"), ("kind", "http_denied")],
+                &[
+                    ("endpoint", &*self.endpoint),
+                    ("hook", "http"),
+                    ("kind", "http_denied"),
+                ],
                 stats.http_denied as u64,
             );
         }
         if stats.http_requests > 0 {
-            metrics.add("ferry_plugin_http_requests_total", &endpoint, stats.http_requests as u64);
+            metrics.add(
+                "ferry_plugin_http_requests_total",
+                &endpoint,
+                stats.http_requests as u64,
+            );
         }
     }
 
@@ -256,9 +276,16 @@ impl TurnHooks {
     }
 
     fn failed(&self, hook: &'static str, error: &HookError) {
-        let plugin = self.turn.as_ref().map(|t| t.plugin().name.clone()).unwrap_or_default();
+        let plugin = self
+            .turn
+            .as_ref()
+            .map(|t| t.plugin().name.clone())
+            .unwrap_or_default();
         let backtrace = match error {
-            HookError::Trap { backtrace: Some(bt), .. } => bt.as_str(),
+            HookError::Trap {
+                backtrace: Some(bt),
+                ..
+            } => bt.as_str(),
             _ => "",
         };
         tracing::warn!(
@@ -273,7 +300,11 @@ impl TurnHooks {
         if let Some(metrics) = &self.metrics {
             metrics.inc(
                 "ferry_hook_errors_total",
-                &[("endpoint", &*self.endpoint), ("hook", hook), ("kind", error.kind())],
+                &[
+                    ("endpoint", &*self.endpoint),
+                    ("hook", hook),
+                    ("kind", error.kind()),
+                ],
             );
         }
     }
@@ -282,7 +313,10 @@ impl TurnHooks {
 /// Plugin messages were validated as JSON objects by the runtime; parsing again cannot fail, but a value
 /// that somehow does not parse is left out rather than sent broken.
 fn parse_messages(messages: &[String]) -> Vec<Value> {
-    messages.iter().filter_map(|m| serde_json::from_str(m).ok()).collect()
+    messages
+        .iter()
+        .filter_map(|m| serde_json::from_str(m).ok())
+        .collect()
 }
 
 /// Writes plugin log entries into the host's log, tagged with the endpoint and the plugin's hash.

@@ -42,10 +42,13 @@ impl TurnLog {
     pub fn write(&self, level: Level, message: &str) {
         let entries = self.entries.fetch_add(1, Ordering::Relaxed);
         if entries < MAX_LOG_ENTRIES_PER_TURN {
-            self.sink.log(level, truncate(message, MAX_LOG_MESSAGE_BYTES));
-        } else if entries == MAX_LOG_ENTRIES_PER_TURN {
             self.sink
-                .log(Level::Warn, "log entry limit reached; dropping further entries");
+                .log(level, truncate(message, MAX_LOG_MESSAGE_BYTES));
+        } else if entries == MAX_LOG_ENTRIES_PER_TURN {
+            self.sink.log(
+                Level::Warn,
+                "log entry limit reached; dropping further entries",
+            );
         }
     }
 

@@ -220,10 +220,12 @@ fn check_declared_length<B>(
 /// Cuts the body off with `HttpResponseBodySize` once it exceeds the limit.
 fn limit_body(body: WasiBody, max_body: usize) -> WasiBody {
     Limited::new(body, max_body)
-        .map_err(move |error| match error.downcast::<wasmtime_wasi_http::Error>() {
-            Ok(inner) => *inner,
-            Err(_) => wasmtime_wasi_http::Error::HttpResponseBodySize(Some(max_body as u64)),
-        })
+        .map_err(
+            move |error| match error.downcast::<wasmtime_wasi_http::Error>() {
+                Ok(inner) => *inner,
+                Err(_) => wasmtime_wasi_http::Error::HttpResponseBodySize(Some(max_body as u64)),
+            },
+        )
         .boxed_unsync()
 }
 

@@ -218,7 +218,10 @@ mod tests {
         let random = inspect(b"hello world, not wasm").unwrap_err();
         assert!(random.to_string().contains("magic bytes"), "{random}");
         let core = inspect(b"\0asm\x01\0\0\0").unwrap_err();
-        assert!(core.to_string().contains("core WebAssembly module"), "{core}");
+        assert!(
+            core.to_string().contains("core WebAssembly module"),
+            "{core}"
+        );
         let truncated = inspect(b"\0asm\x0d\0\x01\0\x01\x05").unwrap_err();
         assert!(truncated.to_string().contains("truncated"), "{truncated}");
         assert!(inspect(b"").is_err());

@@ -59,7 +59,8 @@ impl Runtime {
             // Some hosts cap virtual memory, which the pool reserves up front: run without it.
             Err(e) => {
                 tracing::warn!(error = %e, "pooling allocator unavailable; instances are allocated on demand");
-                Engine::new(&engine_config(false)).map_err(|e| PluginError::Runtime(e.to_string()))?
+                Engine::new(&engine_config(false))
+                    .map_err(|e| PluginError::Runtime(e.to_string()))?
             }
         };
         let linker = host_linker(&engine)?;
@@ -78,7 +79,9 @@ impl Runtime {
     pub fn compatibility_key(&self) -> String {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
 
@@ -93,7 +96,12 @@ impl Runtime {
     ///
     /// The file must be one this host wrote itself (the plugin store's own directory): wasmtime trusts a
     /// precompiled artifact's native code.
-    pub fn load_precompiled(&self, name: &str, info: PluginInfo, artifact: &Path) -> Result<Plugin, PluginError> {
+    pub fn load_precompiled(
+        &self,
+        name: &str,
+        info: PluginInfo,
+        artifact: &Path,
+    ) -> Result<Plugin, PluginError> {
         // SAFETY: the artifact was produced by `precompile` of this engine and stored under the data
         // directory by the plugin store; wasmtime checks the engine compatibility header itself.
         let component = unsafe { Component::deserialize_file(&self.engine, artifact) }
@@ -102,13 +110,23 @@ impl Runtime {
     }
 
     /// Compiles and links in one step (the `ferry plugin` commands and tests).
-    pub fn load_bytes(&self, name: &str, info: PluginInfo, wasm: &[u8]) -> Result<Plugin, PluginError> {
-        let component =
-            Component::new(&self.engine, wasm).map_err(|e| PluginError::Compile(format!("{e:#}")))?;
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        info: PluginInfo,
+        wasm: &[u8],
+    ) -> Result<Plugin, PluginError> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| PluginError::Compile(format!("{e:#}")))?;
         self.link(name, info, &component)
     }
 
-    fn link(&self, name: &str, info: PluginInfo, component: &Component) -> Result<Plugin, PluginError> {
+    fn link(
+        &self,
+        name: &str,
+        info: PluginInfo,
+        component: &Component,
+    ) -> Result<Plugin, PluginError> {
         let pre = self
             .linker
             .instantiate_pre(component)
@@ -168,10 +186,16 @@ fn host_linker(engine: &Engine) -> Result<Linker<HostState>, PluginError> {
     // All of WASI 0.2 is linked so that any language's standard library loads; `HostState` grants nothing.
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(setup)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(setup)?;
-    bindings::ferry::transformer::types::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-        .map_err(setup)?;
-    bindings::ferry::transformer::log::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-        .map_err(setup)?;
+    bindings::ferry::transformer::types::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(setup)?;
+    bindings::ferry::transformer::log::add_to_linker::<HostState, HasSelf<HostState>>(
+        &mut linker,
+        |s| s,
+    )
+    .map_err(setup)?;
     bindings::ferry::transformer::session_storage::add_to_linker::<HostState, HasSelf<HostState>>(
         &mut linker,
         |s| s,
@@ -207,7 +231,10 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("info", &self.info).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("info", &self.info)
+            .finish()
     }
 }
 
@@ -259,7 +286,11 @@ impl Turn {
     }
 
     pub async fn input(&mut self, event: InputEvent) -> Result<InputDecision, HookError> {
-        let indices = self.plugin.input.clone().ok_or(HookError::NotExported("input"))?;
+        let indices = self
+            .plugin
+            .input
+            .clone()
+            .ok_or(HookError::NotExported("input"))?;
         let decision: InputDecision = self
             .call(move |store, instance| {
                 Box::pin(async move {
@@ -275,7 +306,11 @@ impl Turn {
     }
 
     pub async fn output(&mut self, context: OutputContext) -> Result<OutputDecision, HookError> {
-        let indices = self.plugin.output.clone().ok_or(HookError::NotExported("output"))?;
+        let indices = self
+            .plugin
+            .output
+            .clone()
+            .ok_or(HookError::NotExported("output"))?;
         let decision: OutputDecision = self
             .call(move |store, instance| {
                 Box::pin(async move {
@@ -299,7 +334,9 @@ impl Turn {
         self.call(move |store, instance| {
             Box::pin(async move {
                 let guest = indices.load(&mut *store, instance)?;
-                guest.call_handle_execution_finished(&mut *store, &summary.into()).await
+                guest
+                    .call_handle_execution_finished(&mut *store, &summary.into())
+                    .await
             })
         })
         .await?
@@ -333,7 +370,9 @@ impl Turn {
         F: for<'a> FnOnce(
             &'a mut Store<HostState>,
             &'a Instance,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>>,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
     {
         if self.poisoned {
             return Err(HookError::Poisoned);
@@ -351,7 +390,8 @@ impl Turn {
                 .set_epoch_deadline(ticks(timeout.saturating_sub(started.elapsed())));
             let outcome = f(&mut live.store, &live.instance).await;
             live.store.data().output.flush();
-            outcome.map_err(|e| classify(e, &live.store, limits.hook_timeout_ms, limits.memory_bytes))
+            outcome
+                .map_err(|e| classify(e, &live.store, limits.hook_timeout_ms, limits.memory_bytes))
         })
         .await;
         let result = match result {
@@ -361,7 +401,10 @@ impl Turn {
         if let Err(e) = &result {
             if matches!(
                 e,
-                HookError::Trap { .. } | HookError::Timeout(_) | HookError::Memory(_) | HookError::Instantiate(_)
+                HookError::Trap { .. }
+                    | HookError::Timeout(_)
+                    | HookError::Memory(_)
+                    | HookError::Instantiate(_)
             ) {
                 // A trapped instance may hold broken invariants; the rest of the turn runs without it.
                 self.poisoned = true;
@@ -415,10 +458,12 @@ impl Turn {
             Ok(instance) => instance,
             Err(e) => {
                 let limits = store.data().limits.clone();
-                return Err(match classify(e, &store, limits.hook_timeout_ms, limits.memory_bytes) {
-                    HookError::Trap { message, .. } => HookError::Instantiate(message),
-                    other => other,
-                });
+                return Err(
+                    match classify(e, &store, limits.hook_timeout_ms, limits.memory_bytes) {
+                        HookError::Trap { message, .. } => HookError::Instantiate(message),
+                        other => other,
+                    },
+                );
             }
         };
         self.stats.instantiations += 1;
@@ -432,18 +477,27 @@ impl Turn {
 }
 
 fn ticks(time: Duration) -> u64 {
-    (time.as_millis() as u64).div_ceil(TICK.as_millis() as u64).max(1)
+    (time.as_millis() as u64)
+        .div_ceil(TICK.as_millis() as u64)
+        .max(1)
 }
 
 /// Turns a wasmtime error into what happened, for the log and the metrics.
-fn classify(error: wasmtime::Error, store: &Store<HostState>, timeout_ms: u64, memory_bytes: usize) -> HookError {
+fn classify(
+    error: wasmtime::Error,
+    store: &Store<HostState>,
+    timeout_ms: u64,
+    memory_bytes: usize,
+) -> HookError {
     if store.data().limiter.exceeded {
         return HookError::Memory(memory_bytes);
     }
     if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         return HookError::Timeout(timeout_ms);
     }
-    let backtrace = error.downcast_ref::<wasmtime::WasmBacktrace>().map(|bt| bt.to_string());
+    let backtrace = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string());
     let message = match error.downcast_ref::<wasmtime::Trap>() {
         Some(trap) => trap.to_string(),
         None => format!("{error:#}"),

@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn rejects_invalid_or_large_values() {
         let storage = MemorySessionStorage::new();
-        assert!(storage.set(&key("a"), "{".into()).unwrap_err().contains("JSON"));
+        assert!(storage
+            .set(&key("a"), "{".into())
+            .unwrap_err()
+            .contains("JSON"));
         let big = format!("\"{}\"", "x".repeat(MAX_SESSION_VALUE_BYTES));
         assert!(storage.set(&key("a"), big).unwrap_err().contains("limit"));
         assert_eq!(storage.get(&key("a")), None);

@@ -69,7 +69,11 @@ impl PluginStore {
 
     /// Validates, stores and precompiles a component, and links it. Blocking (compiling takes seconds for
     /// Python or JavaScript): call it from a blocking thread.
-    pub fn install(&self, wasm: &[u8], source: &str) -> Result<(Version, Arc<Plugin>), PluginError> {
+    pub fn install(
+        &self,
+        wasm: &[u8],
+        source: &str,
+    ) -> Result<(Version, Arc<Plugin>), PluginError> {
         let info = inspect(wasm)?;
         let blob = self.blob_path(&info.sha256);
         if !blob.exists() {
@@ -80,7 +84,9 @@ impl PluginStore {
             let compiled = self.runtime.precompile(wasm)?;
             write_atomically(&artifact, &compiled)?;
         }
-        let plugin = self.runtime.load_precompiled(&short(&info.sha256), info, &artifact)?;
+        let plugin = self
+            .runtime
+            .load_precompiled(&short(&info.sha256), info, &artifact)?;
         let version = version_of(&plugin.info, source);
         Ok((version, Arc::new(plugin)))
     }
@@ -99,7 +105,11 @@ impl PluginStore {
             let compiled = self.runtime.precompile(&wasm)?;
             write_atomically(&artifact, &compiled)?;
         }
-        Ok(Arc::new(self.runtime.load_precompiled(&short(sha256), info, &artifact)?))
+        Ok(Arc::new(self.runtime.load_precompiled(
+            &short(sha256),
+            info,
+            &artifact,
+        )?))
     }
 
     pub fn state(&self, endpoint: &str) -> Result<EndpointState, PluginError> {
@@ -136,7 +146,9 @@ impl PluginStore {
     pub fn rollback(&self, endpoint: &str) -> Result<(EndpointState, Arc<Plugin>), PluginError> {
         let mut state = self.state(endpoint)?;
         if state.history.is_empty() {
-            return Err(PluginError::Io("there is no earlier version to roll back to".into()));
+            return Err(PluginError::Io(
+                "there is no earlier version to roll back to".into(),
+            ));
         }
         let previous = state.history.remove(0);
         let plugin = self.load(&previous.sha256)?;
@@ -159,7 +171,11 @@ impl PluginStore {
     /// At start: the plugin an endpoint should run, given the plugin file named in the config (if any).
     /// A config file that changed since the last start is installed and activated; otherwise the stored
     /// active version (perhaps uploaded) is loaded from its artifact, without recompiling.
-    pub fn restore(&self, endpoint: &str, config_plugin: Option<&Path>) -> Result<Option<Arc<Plugin>>, PluginError> {
+    pub fn restore(
+        &self,
+        endpoint: &str,
+        config_plugin: Option<&Path>,
+    ) -> Result<Option<Arc<Plugin>>, PluginError> {
         let mut state = self.state(endpoint)?;
         if let Some(path) = config_plugin {
             let wasm = fs::read(path).map_err(|e| io_error(path, e))?;
@@ -184,7 +200,9 @@ impl PluginStore {
 
     fn artifact_path(&self, sha256: &str) -> PathBuf {
         let engine = self.runtime.compatibility_key();
-        self.root.join("artifacts").join(format!("{sha256}-{engine}.cwasm"))
+        self.root
+            .join("artifacts")
+            .join(format!("{sha256}-{engine}.cwasm"))
     }
 
     fn state_path(&self, endpoint: &str) -> PathBuf {

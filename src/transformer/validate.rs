@@ -7,6 +7,12 @@ use super::types::{InputDecision, InputPatch, OutputDecision};
 pub const MAX_ID_CHARS: usize = 256;
 /// Longest text a plugin may set (the reference's limit).
 pub const MAX_TEXT_CHARS: usize = 10_000;
+/// Most messages one decision may return, and their total size: a runaway plugin must not flood a user or
+/// the Send API.
+pub const MAX_MESSAGES: usize = 50;
+pub const MAX_MESSAGES_BYTES: usize = 256 * 1024;
+/// Largest `data` object a patch may set.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 
 pub fn input_decision(decision: &InputDecision) -> Result<(), HookError> {
     match decision {
@@ -39,6 +45,12 @@ fn input_patch(patch: &InputPatch) -> Result<(), HookError> {
         }
     }
     if let Some(data) = &patch.data {
+        if data.len() > MAX_DATA_BYTES {
+            return Err(invalid(format!(
+                "data is {} bytes, the limit is {MAX_DATA_BYTES}",
+                data.len()
+            )));
+        }
         json_object(data).map_err(|e| invalid(format!("data {e}")))?;
     }
     Ok(())
@@ -58,6 +70,18 @@ fn id(what: &str, value: &str) -> Result<(), HookError> {
 }
 
 fn send_api_messages(messages: &[String]) -> Result<(), HookError> {
+    if messages.len() > MAX_MESSAGES {
+        return Err(invalid(format!(
+            "{} messages, the limit is {MAX_MESSAGES}",
+            messages.len()
+        )));
+    }
+    let bytes: usize = messages.iter().map(String::len).sum();
+    if bytes > MAX_MESSAGES_BYTES {
+        return Err(invalid(format!(
+            "messages total {bytes} bytes, the limit is {MAX_MESSAGES_BYTES}"
+        )));
+    }
     for (index, message) in messages.iter().enumerate() {
         json_object(message).map_err(|e| invalid(format!("message {index} {e}")))?;
     }

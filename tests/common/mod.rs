@@ -229,3 +229,39 @@ pub const QUIET: &str = "";
 pub fn quiet_messenger() -> &'static str {
     "\n[endpoint.messenger]\ntyping_indicators = false\nmessage_delay_ms = 0\nmark_seen = false\n"
 }
+
+/// A server that records every request (method, path, body) and answers 200 with a fixed body.
+pub struct Recorder {
+    pub origin: String,
+    requests: Arc<Mutex<Vec<(String, String, String)>>>,
+}
+
+impl Recorder {
+    pub async fn start(reply: &'static str) -> Recorder {
+        let requests: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+        let seen = Arc::clone(&requests);
+        let app = Router::new().fallback(move |req: axum::extract::Request| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                seen.lock().unwrap().push((
+                    parts.method.to_string(),
+                    parts.uri.path().to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+                reply
+            }
+        });
+        let l = listener().await;
+        let origin = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await });
+        Recorder { origin, requests }
+    }
+
+    pub fn requests(&self) -> Vec<(String, String, String)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
