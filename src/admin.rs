@@ -40,12 +40,21 @@ pub fn routes() -> Router<Arc<App>> {
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A refused admin request: the status and a reason for the operator (never a secret).
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Refusal {
+    Refusal(status, message.into())
 }
 
 /// Checks the bearer token in constant time (over hashes, so the length does not leak either).
-fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     let Some(token) = &app.admin_token else {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -68,14 +77,14 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Response> {
     Ok(())
 }
 
-fn endpoint(app: &App, id: &str) -> Result<Arc<Endpoint>, Response> {
+fn endpoint(app: &App, id: &str) -> Result<Arc<Endpoint>, Refusal> {
     app.endpoints
         .get(id)
         .cloned()
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown endpoint `{id}`")))
 }
 
-fn plugin_error(e: PluginError) -> Response {
+fn plugin_error(e: PluginError) -> Refusal {
     let status = match e {
         PluginError::Io(_) | PluginError::Runtime(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -102,7 +111,7 @@ fn state_json(ep: &Endpoint, state: &EndpointState) -> Response {
 async fn blocking<T: Send + 'static>(
     app: &Arc<App>,
     work: impl FnOnce(&App) -> Result<T, PluginError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Refusal> {
     let _serial = app.admin_lock.lock().await;
     let app = Arc::clone(app);
     tokio::task::spawn_blocking(move || work(&app))
@@ -123,17 +132,18 @@ async fn upload(
     body: Bytes,
 ) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let ep = match endpoint(&app, &id) {
         Ok(ep) => ep,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if body.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
             "the body must be a WebAssembly component (.wasm)",
-        );
+        )
+        .into_response();
     }
     let ep_id = ep.id.to_string();
     let result = blocking(&app, move |app| {
@@ -149,22 +159,22 @@ async fn upload(
             ep.plugin.set(Some(plugin));
             state_json(&ep, &state)
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
 async fn show(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let ep = match endpoint(&app, &id) {
         Ok(ep) => ep,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ep_id = ep.id.to_string();
     match blocking(&app, move |app| app.plugin_store()?.state(&ep_id)).await {
         Ok(state) => state_json(&ep, &state),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -174,11 +184,11 @@ async fn rollback(
     headers: HeaderMap,
 ) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let ep = match endpoint(&app, &id) {
         Ok(ep) => ep,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ep_id = ep.id.to_string();
     let has_history = {
@@ -195,8 +205,9 @@ async fn rollback(
                 StatusCode::CONFLICT,
                 "there is no earlier version to roll back to",
             )
+            .into_response()
         }
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     }
     match blocking(&app, move |app| app.plugin_store()?.rollback(&ep_id)).await {
         Ok((state, plugin)) => {
@@ -204,7 +215,7 @@ async fn rollback(
             ep.plugin.set(Some(plugin));
             state_json(&ep, &state)
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -214,11 +225,11 @@ async fn deactivate(
     headers: HeaderMap,
 ) -> Response {
     if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+        return denied.into_response();
     }
     let ep = match endpoint(&app, &id) {
         Ok(ep) => ep,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let ep_id = ep.id.to_string();
     match blocking(&app, move |app| app.plugin_store()?.deactivate(&ep_id)).await {
@@ -227,6 +238,6 @@ async fn deactivate(
             tracing::info!(endpoint = %ep.id, "transformer plugin deactivated");
             state_json(&ep, &state)
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }

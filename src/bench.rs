@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Send typing indicators (one extra Send API call per message).
     #[arg(long)]
     pub typing: bool,
+    /// Run this transformer plugin on every turn (all the hooks it exports).
+    #[arg(long)]
+    pub plugin: Option<std::path::PathBuf>,
 }
 
 pub struct BenchReport {
@@ -44,11 +47,12 @@ pub struct BenchReport {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
-        "ferry bench: {} events from {} users over {} connections, echo flow, typing indicators {}",
+        "ferry bench: {} events from {} users over {} connections, echo flow, typing indicators {}, plugin {}",
         args.events,
         args.users,
         args.connections,
-        if args.typing { "on" } else { "off" }
+        if args.typing { "on" } else { "off" },
+        args.plugin.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
     );
     let r = measure(&args).await?;
     println!("acknowledged events/s : {:.0}", r.acked_per_sec);
@@ -69,10 +73,19 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         ..SimConfig::default()
     };
     let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
+    let data_dir = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
+    let transformer = match &args.plugin {
+        Some(path) => format!(
+            "[endpoint.transformer]\nplugin = {:?}\n",
+            path.display().to_string()
+        ),
+        None => String::new(),
+    };
     let config = Config::parse(&format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+data_dir = {data_dir:?}
 max_pending_events = 1000000
 [graph]
 base_url = "{}"
@@ -90,9 +103,11 @@ message_delay_ms = 0
 mark_seen = false
 [endpoint.flow]
 kind = "echo"
+{transformer}
 "#,
         sim.url(),
-        args.typing
+        args.typing,
+        data_dir = data_dir.display().to_string(),
     ))?;
     let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
     let url = host.webhook_url("bench");
@@ -176,6 +191,7 @@ kind = "echo"
     };
     host.stop(Duration::from_secs(5)).await?;
     sim.shutdown();
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(report)
 }
 

@@ -263,6 +263,37 @@ async fn javascript_example_posts_the_turn_to_an_allow_listed_collector() {
         "the Graph message id is in the record: {text}"
     );
     let _ = std::fs::remove_dir_all(&s.dir);
+
+    // Not allow-listed: the plugin's fetch fails cleanly (an error result, not a trap) and nothing leaves.
+    let transformer = format!(
+        "[endpoint.transformer.settings]\ncollector_url = \"{}/transcripts\"\n",
+        collector.origin
+    );
+    let s = with_plugin(
+        "js_transcript",
+        &transformer,
+        seeing_flow().await,
+        users(&["u1"]),
+    )
+    .await;
+    say(&s.h, "u1", "m1", "hello", 1).await;
+    assert_eq!(
+        collector.requests().len(),
+        1,
+        "nothing more reached the collector"
+    );
+    assert_eq!(
+        s.h.texts(),
+        vec!["seen: hello"],
+        "the turn itself is unaffected"
+    );
+    let m = s.h.metrics().await;
+    assert!(m.contains(r#"ferry_hook_errors_total{endpoint="shop",hook="execution_finished",kind="plugin_error"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"ferry_hook_errors_total{endpoint="shop",hook="http",kind="http_denied"} 1"#),
+        "{m}"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
 }
 
 // ── Decisions ─────────────────────────────────────────────────────────────────────────────────────────────

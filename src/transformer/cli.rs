@@ -47,6 +47,14 @@ pub enum PluginCommand {
         #[arg(long)]
         storage: Option<String>,
     },
+    /// Measure the transformer overhead of a turn: a fresh instance, then every exported hook once (input,
+    /// one output, execution finished), as the host does. Prints median and p99.
+    Bench {
+        files: Vec<PathBuf>,
+        /// Turns to measure per plugin (after 20 warm-up turns).
+        #[arg(long, default_value_t = 2_000)]
+        turns: usize,
+    },
 }
 
 pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
@@ -69,7 +77,132 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             };
             run_hook(&file, &hook, &event, limits, storage).await
         }
+        PluginCommand::Bench { files, turns } => {
+            for file in files {
+                bench(&file, turns).await?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// A typical turn's arguments, built the way the host builds them.
+fn bench_arguments() -> (InputEvent, OutputContext, TurnSummary) {
+    let endpoint = EndpointInfo {
+        id: "bench".into(),
+        channel: "messenger".into(),
+        page_id: "1234567890".into(),
+        settings: r#"{"transformer":{"settings":{}}}"#.into(),
+    };
+    let raw = json!({"sender":{"id":"4242"},"recipient":{"id":"1234567890"},"timestamp":1_700_000_000_000_i64,
+        "message":{"mid":"m.1","text":"Hello there, what are your opening hours?"}});
+    let input = FlowInput {
+        user_id: "4242".into(),
+        session_id: "0123456789abcdef0123456789abcdef".into(),
+        text: Some("Hello there, what are your opening hours?".into()),
+        data: json!({"request": raw, "attachments": [], "profile": {"id": "4242", "first_name": "Ada", "last_name": "Lovelace"}}).to_string(),
+    };
+    let profile = Some(r#"{"id":"4242","first_name":"Ada","last_name":"Lovelace"}"#.to_string());
+    let output = FlowOutput {
+        text: Some("We are open from 9 to 5.".into()),
+        data: Some(r#"{"choices":["Book a table","Menu"]}"#.into()),
+    };
+    let message = r#"{"text":"We are open from 9 to 5."}"#.to_string();
+    let event = InputEvent {
+        endpoint: endpoint.clone(),
+        input: input.clone(),
+        messenger_event: raw.to_string(),
+        profile: profile.clone(),
+    };
+    let context = OutputContext {
+        endpoint: endpoint.clone(),
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        profile,
+        output: output.clone(),
+        messages: vec![message.clone()],
+    };
+    let summary = TurnSummary {
+        endpoint,
+        user_id: input.user_id.clone(),
+        session_id: input.session_id.clone(),
+        input,
+        outcome: TurnOutcome::Completed,
+        outputs: vec![output],
+        sent: vec![SentMessage {
+            message,
+            message_id: Some("m_1".into()),
+        }],
+    };
+    (event, context, summary)
+}
+
+async fn bench(file: &PathBuf, turns: usize) -> anyhow::Result<()> {
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let info = inspect(&wasm)?;
+    let runtime = Runtime::new()?;
+    // Like the host: precompile once, load the artifact, never compile on the measured path.
+    let artifact = std::env::temp_dir().join(format!("ferry-bench-{}.cwasm", info.sha256));
+    std::fs::write(&artifact, runtime.precompile(&wasm)?)?;
+    let plugin = Arc::new(runtime.load_precompiled("bench", info, &artifact)?);
+    let _ = std::fs::remove_file(&artifact);
+    let hooks = plugin.hooks();
+    let (event, context, summary) = bench_arguments();
+    let storage = Arc::new(MemorySessionStorage::new());
+    let log: Arc<dyn LogSink> = Arc::new(DiscardLog);
+    let mut times = Vec::with_capacity(turns);
+    let mut failures = 0usize;
+    for i in 0..turns + 20 {
+        let key = SessionKey {
+            endpoint_id: "bench".into(),
+            user_id: format!("u{}", i % 100),
+            session_id: "s".into(),
+        };
+        let started = Instant::now();
+        let mut turn = plugin.turn(TurnContext {
+            limits: Arc::new(Limits::default()),
+            allowed: Arc::new(super::http::AllowList::default()),
+            storage: storage.clone(),
+            key,
+            log: Arc::clone(&log),
+        });
+        if hooks.input && turn.input(event.clone()).await.is_err() {
+            failures += 1;
+        }
+        if hooks.output && turn.output(context.clone()).await.is_err() {
+            failures += 1;
+        }
+        if hooks.execution_finished && turn.execution_finished(summary.clone()).await.is_err() {
+            failures += 1;
+        }
+        drop(turn);
+        if i >= 20 {
+            times.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "{}: hooks [{}], {} turns: median {:.1} us, p99 {:.1} us per turn (fresh instance + every hook){}",
+        file.display(),
+        hook_names(hooks).join(", "),
+        turns,
+        pct(0.5),
+        pct(0.99),
+        if failures > 0 { format!(", {failures} hook calls failed") } else { String::new() }
+    );
+    Ok(())
+}
+
+struct DiscardLog;
+
+impl LogSink for DiscardLog {
+    fn log(&self, _level: Level, _message: &str) {}
 }
 
 fn check(file: &PathBuf) -> anyhow::Result<()> {
@@ -140,8 +273,11 @@ async fn run_hook(
         use super::storage::SessionStorage;
         storage.set(&key, value).map_err(anyhow::Error::msg)?;
     }
+    let allowed =
+        Arc::new(super::http::AllowList::parse(&limits.allowed_hosts).map_err(anyhow::Error::msg)?);
     let mut turn = plugin.turn(TurnContext {
-        limits,
+        limits: Arc::new(limits),
+        allowed,
         storage: storage.clone(),
         key: key.clone(),
         log: log.clone(),

@@ -9,6 +9,7 @@ use arc_swap::ArcSwapOption;
 use serde_json::Value;
 
 use super::error::HookError;
+use super::http::AllowList;
 use super::runtime::{Plugin, Turn, TurnContext};
 use super::storage::{SessionKey, SessionStorage};
 use super::types::{
@@ -24,7 +25,8 @@ pub struct EndpointPlugin {
     active: ArcSwapOption<Plugin>,
     enabled: EnabledHooks,
     abort_on_error: bool,
-    limits: Limits,
+    limits: Arc<Limits>,
+    allowed: Arc<AllowList>,
     info: EndpointInfo,
 }
 
@@ -50,7 +52,8 @@ impl EndpointPlugin {
                 finished: config.execution_finished,
             },
             abort_on_error: config.abort_on_error,
-            limits: config.limits.clone(),
+            limits: Arc::new(config.limits.clone()),
+            allowed: Arc::new(AllowList::parse_lenient(&config.limits.allowed_hosts)),
             info,
         }
     }
@@ -82,7 +85,8 @@ impl EndpointPlugin {
             plugin: plugin.name.clone(),
         });
         let turn = plugin.turn(TurnContext {
-            limits: self.limits.clone(),
+            limits: Arc::clone(&self.limits),
+            allowed: Arc::clone(&self.allowed),
             storage,
             key,
             log,

@@ -126,7 +126,7 @@ pub struct HostState {
     key: SessionKey,
     pub log: Arc<TurnLog>,
     pub output: CapturedOutput,
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
 }
 
 impl HostState {
@@ -136,7 +136,7 @@ impl HostState {
         storage: Arc<dyn SessionStorage>,
         key: SessionKey,
         log: Arc<TurnLog>,
-        limits: Limits,
+        limits: Arc<Limits>,
     ) -> Self {
         let output = CapturedOutput::new(log.clone());
         // No preopens, environment, arguments or network: the guest gets

@@ -97,7 +97,7 @@ impl AllowList {
 
 /// Per-turn HTTP policy, plugged into wasmtime-wasi-http.
 pub struct HttpPolicy {
-    allowed: AllowList,
+    allowed: std::sync::Arc<AllowList>,
     max_requests: u32,
     max_response_bytes: usize,
     request_timeout: Duration,
@@ -116,7 +116,7 @@ pub enum Denial {
 
 impl HttpPolicy {
     pub fn new(
-        allowed: AllowList,
+        allowed: std::sync::Arc<AllowList>,
         max_requests: u32,
         max_response_bytes: usize,
         request_timeout: Duration,
@@ -177,14 +177,20 @@ impl WasiHttpHooks for HttpPolicy {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> ResponseFuture {
-        if let Err(denial) = self.admit(request.uri()) {
-            tracing::debug!(?denial, uri = %request.uri(), "plugin HTTP request denied");
-            return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
-        }
+        let verdict = self.admit(request.uri());
         let options = self.capped_options(options);
         let overall = self.request_timeout;
         let max_body = self.max_response_bytes;
         Box::new(async move {
+            // The body is read to its end before anything is decided: a guest still writing the body of a
+            // request the host already refused traps (componentize-js does), instead of seeing the error.
+            let request = tokio::time::timeout(overall, buffer_request(request))
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::HttpRequestDenied)??;
+            if let Err(denial) = verdict {
+                tracing::debug!(?denial, uri = %request.uri(), "plugin HTTP request denied");
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
             let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
             let (response, io) = tokio::time::timeout(overall, sending)
                 .await
@@ -197,6 +203,24 @@ impl WasiHttpHooks for HttpPolicy {
             ))
         })
     }
+}
+
+/// Largest request body a plugin may send.
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+
+async fn buffer_request(
+    request: http::Request<WasiBody>,
+) -> wasmtime_wasi_http::Result<http::Request<WasiBody>> {
+    let (parts, body) = request.into_parts();
+    let bytes = Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(Some(MAX_REQUEST_BODY as u64)))?
+        .to_bytes();
+    let body = http_body_util::Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok(http::Request::from_parts(parts, body))
 }
 
 /// Refuses a response whose `Content-Length` already exceeds the limit.
@@ -240,7 +264,7 @@ mod tests {
     fn policy(entries: &[&str], max_requests: u32) -> HttpPolicy {
         let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
         HttpPolicy::new(
-            AllowList::parse(&entries).unwrap(),
+            std::sync::Arc::new(AllowList::parse(&entries).unwrap()),
             max_requests,
             1024,
             Duration::from_secs(1),
