@@ -68,6 +68,8 @@ kind = "echo"
 
     let sender = sim::WebhookSender::new(http);
     let now = now_ms();
+    // Longer than Messenger's 2,000 characters: the answer goes out in two parts, with the delay between.
+    let story = "Once upon a time a ferry carried messages across a wide river. ".repeat(34);
     let script = [
         (
             "Ada types \"Hello Ferry!\"",
@@ -88,6 +90,10 @@ kind = "echo"
         (
             "Ada types \"buttons\"",
             events::text(PAGE, PSID, "mid.4", "buttons", now + 4),
+        ),
+        (
+            "Ada pastes a long story (over 2,000 characters)",
+            events::text(PAGE, PSID, "mid.5", story.trim(), now + 5),
         ),
     ];
     for (what, item) in script {
@@ -142,6 +148,10 @@ fn show_turn(calls: &[RecordedCall]) -> usize {
 
 fn describe(message: &Value) -> String {
     let mut out = match (message.get("text"), message.pointer("/attachment/payload")) {
+        (Some(Value::String(t)), _) if t.chars().count() > 70 => {
+            let head: String = t.chars().take(60).collect();
+            format!("{head}… ({} characters)", t.chars().count())
+        }
         (Some(Value::String(t)), _) => t.clone(),
         (_, Some(p)) if p.get("template_type").is_some() => {
             let text = p.get("text").and_then(Value::as_str).unwrap_or_default();

@@ -194,6 +194,12 @@ fn admit(app: &App, ep: &crate::app::Endpoint, entry_id: &str, event: Event) -> 
         ignore("echo");
         return None;
     }
+    if event.source == webhook::Source::Standby {
+        // Another app (a human agent in the Page Inbox, say) owns this thread: answering would talk over it.
+        tracing::info!(endpoint = %ep.id, kind, "standby event recorded; this app does not own the thread");
+        ignore("standby");
+        return None;
+    }
     if !ep.runs_flow_for(kind) || event.user_id().is_none() {
         tracing::info!(endpoint = %ep.id, kind, "event recorded; it does not start a turn");
         ignore("not_a_flow_event");
