@@ -752,3 +752,99 @@ async fn hot_swap_under_load_loses_and_duplicates_nothing() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn disabled_hooks_do_not_run() {
+    let s = with_plugin(
+        "test_guest",
+        "output = false\ninput = false",
+        parrot_flow().await,
+        users(&["u1"]),
+    )
+    .await;
+    say(&s.h, "u1", "m1", "skip", 1).await;
+    assert_eq!(
+        s.h.texts(),
+        vec!["skip"],
+        "the output hook is off, so `skip` is sent"
+    );
+    say(&s.h, "u1", "m2", "drop", 2).await;
+    assert_eq!(
+        s.flow.requests().len(),
+        2,
+        "the input hook is off, so nothing is dropped"
+    );
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+// ── The command line: check and run a plugin locally ──────────────────────────────────────────────────────
+
+fn ferry_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn plugin_check_and_run_work_without_a_page() {
+    let rust = plugin_path("rust_privacy");
+    let (ok, text) = ferry_cli(&["plugin", "check", rust.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(text.contains("hooks   input, output"), "{text}");
+    assert!(text.contains("ferry:transformer/log@0.1.0"), "{text}");
+
+    let (ok, text) = ferry_cli(&[
+        "plugin",
+        "check",
+        plugin_path("evil_import").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(text.contains("evil:x/y"), "{text}");
+
+    let event = data_dir().with_extension("json");
+    std::fs::write(
+        &event,
+        json!({"input": {"userId": "4242", "sessionId": "s", "text": "  a   b ", "data": {}},
+               "messengerEvent": {"sender": {"id": "4242"}, "message": {"mid": "m", "text": "  a   b "}}})
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, text) = ferry_cli(&[
+        "plugin",
+        "run",
+        rust.to_str().unwrap(),
+        "--hook",
+        "input",
+        "--event",
+        event.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains(r#""text": "a b""#), "{text}");
+    assert!(text.contains("peak memory"), "{text}");
+
+    let guest = plugin_path("test_guest");
+    let loop_event = data_dir().with_extension("json");
+    std::fs::write(&loop_event, json!({"input": {"text": "loop"}}).to_string()).unwrap();
+    let (ok, text) = ferry_cli(&[
+        "plugin",
+        "run",
+        guest.to_str().unwrap(),
+        "--hook",
+        "input",
+        "--event",
+        loop_event.to_str().unwrap(),
+        "--timeout-ms",
+        "200",
+    ]);
+    assert!(!ok);
+    assert!(text.contains("[timeout]"), "{text}");
+    let _ = std::fs::remove_file(&event);
+    let _ = std::fs::remove_file(&loop_event);
+}
