@@ -7,9 +7,9 @@ use crate::messenger::graph::{http_client, GraphClient, PageAuth};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Job};
 use crate::profiles::ProfileCache;
-use crate::sessions::Sessions;
+use crate::store::{Clock, Db, SessionPolicy, StoreError};
 use crate::transformer::hooks::EndpointPlugin;
-use crate::transformer::storage::{MemorySessionStorage, SessionStorage};
+use crate::transformer::storage::SessionStorage;
 use crate::transformer::store::PluginStore;
 use crate::transformer::{EndpointInfo, PluginError, Runtime};
 use futures::future::BoxFuture;
@@ -26,8 +26,9 @@ pub type TurnDispatcher = Dispatcher<(Arc<str>, String), Job, fn(Job) -> BoxFutu
 pub struct Core {
     pub graph: GraphClient,
     pub metrics: Arc<Metrics>,
-    pub sessions: Sessions,
-    /// Plugins' `session-storage`, scoped per (endpoint, user, session).
+    /// Sessions, contacts, transcripts, plugin session storage.
+    pub db: Arc<Db>,
+    /// Plugins' `session-storage`, scoped per (endpoint, user, session), in the database.
     pub session_storage: Arc<dyn SessionStorage>,
 }
 
@@ -42,10 +43,15 @@ pub struct Endpoint {
     pub extra_profile_fields: Vec<&'static str>,
     /// The WebAssembly transformer this endpoint runs (if any), hot-swappable.
     pub plugin: EndpointPlugin,
+    pub session_policy: SessionPolicy,
 }
 
 impl Endpoint {
-    fn new(config: EndpointConfig, flow_http: reqwest::Client) -> Endpoint {
+    fn new(
+        config: EndpointConfig,
+        flow_http: reqwest::Client,
+        max_session_minutes: u64,
+    ) -> Endpoint {
         let id: Arc<str> = Arc::from(config.id());
         let page = PageAuth::new(
             &config.page_id,
@@ -70,6 +76,8 @@ impl Endpoint {
             &config.transformer,
             plugin_endpoint_info(&config),
         );
+        let max_ms = max_session_minutes as i64 * 60_000;
+        let idle_ms = (config.session.expiration_minutes as i64 * 60_000).min(max_ms);
         Endpoint {
             id,
             config,
@@ -79,6 +87,7 @@ impl Endpoint {
             profiles,
             extra_profile_fields,
             plugin,
+            session_policy: SessionPolicy { idle_ms, max_ms },
         }
     }
 
@@ -130,26 +139,30 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config) -> Arc<App> {
+    /// Opens the database under `server.data_dir` (a clear error when it is unusable) and builds the
+    /// endpoints.
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>, StoreError> {
+        let db = Arc::new(Db::open(&config.server.data_dir, clock)?);
         let graph_http = http_client(Duration::from_millis(config.graph.timeout_ms));
         // Flow timeouts are enforced per call by `Flow::run`; the client itself only needs a ceiling.
         let flow_http = http_client(Duration::from_secs(3600));
         let core = Arc::new(Core {
             graph: GraphClient::new(graph_http, &config.graph.base_url, &config.graph.version),
             metrics: Arc::new(Metrics::new()),
-            sessions: Sessions::new(),
-            session_storage: Arc::new(MemorySessionStorage::new()),
+            session_storage: Arc::new(crate::store::DbSessionStorage(Arc::clone(&db))),
+            db,
         });
+        let max_session_minutes = config.server.max_session_minutes;
         let endpoints = config
             .endpoints
             .into_iter()
             .map(|c| {
-                let ep = Endpoint::new(c, flow_http.clone());
+                let ep = Endpoint::new(c, flow_http.clone(), max_session_minutes);
                 (ep.id.to_string(), Arc::new(ep))
             })
             .collect();
         let handler: fn(Job) -> BoxFuture<'static, ()> = |job| Box::pin(pipeline::run_turn(job));
-        Arc::new(App {
+        Ok(Arc::new(App {
             core,
             endpoints,
             dispatcher: Dispatcher::new(config.server.max_pending_events, handler),
@@ -158,7 +171,7 @@ impl App {
             data_dir: config.server.data_dir,
             plugin_store: Mutex::new(None),
             admin_lock: tokio::sync::Mutex::new(()),
-        })
+        }))
     }
 
     /// The plugin store, opening it (and starting the wasm engine) on first use.

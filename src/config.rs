@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub admin_token: Option<Secret>,
     /// Largest webhook body accepted; Meta batches up to 1000 updates and escapes non-ASCII, so keep 1 MiB.
     pub max_body_bytes: usize,
+    /// Server-wide cap on any session's lifetime, in minutes (default 7 days).
+    pub max_session_minutes: u64,
     /// Events accepted but not yet processed, over all users; beyond it the webhook answers 503 and Meta retries.
     pub max_pending_events: usize,
 }
@@ -132,6 +134,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("./ferry-data"),
             admin_token: None,
             max_body_bytes: 1024 * 1024,
+            max_session_minutes: 7 * 24 * 60,
             max_pending_events: 100_000,
         }
     }
@@ -190,6 +193,55 @@ pub struct EndpointConfig {
     pub flow: FlowConfig,
     #[serde(default)]
     pub transformer: TransformerConfig,
+    #[serde(default)]
+    pub session: SessionConfig,
+    #[serde(default)]
+    pub data_protection: DataProtectionConfig,
+}
+
+/// `[endpoint.session]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Minutes of inactivity after which the next input starts a new session; 0 = never (still capped by
+    /// `server.max_session_minutes`).
+    pub expiration_minutes: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            expiration_minutes: 30,
+        }
+    }
+}
+
+/// `[endpoint.data_protection]`: what is kept about users, and for how long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataProtectionConfig {
+    /// Keep contact profiles (needs `profiles.update_contacts`).
+    pub contact_profiles: bool,
+    /// Store a transcript of every turn.
+    pub collect_conversations: bool,
+    /// Replace user ids, texts and data in log lines with asterisks.
+    pub mask_sensitive_logging: bool,
+    /// Never store or log client IP addresses.
+    pub mask_ip: bool,
+    /// Transcripts and contacts older than this are deleted; 0 = kept forever.
+    pub retention_days: u64,
+}
+
+impl Default for DataProtectionConfig {
+    fn default() -> Self {
+        DataProtectionConfig {
+            contact_profiles: true,
+            collect_conversations: true,
+            mask_sensitive_logging: false,
+            mask_ip: true,
+            retention_days: 30,
+        }
+    }
 }
 
 /// `[endpoint.transformer]`: the endpoint's WebAssembly plugin and its sandbox.
@@ -230,6 +282,12 @@ pub struct ProfilesConfig {
     pub request: bool,
     pub extra_fields: Vec<ProfileField>,
     pub cache_ttl_secs: u64,
+    /// Copy fetched profiles into contacts.
+    pub update_contacts: bool,
+    /// Merge one person's contacts across the Pages of `business` (through `ids_for_pages`).
+    pub merge_contacts: bool,
+    /// Endpoints with the same business key share contacts; empty = this endpoint alone.
+    pub business: String,
 }
 
 impl Default for ProfilesConfig {
@@ -238,6 +296,9 @@ impl Default for ProfilesConfig {
             request: true,
             extra_fields: Vec::new(),
             cache_ttl_secs: 24 * 3600,
+            update_contacts: true,
+            merge_contacts: false,
+            business: String::new(),
         }
     }
 }
@@ -415,6 +476,14 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "endpoint `{id}` (line {line}): page_id must be the Page's numeric id"
                 )));
+            }
+            if let Some(plugin) = &ep.transformer.plugin {
+                if !plugin.is_file() {
+                    return Err(ConfigError::Invalid(format!(
+                        "endpoint `{id}` (line {line}): transformer.plugin `{}` is not a readable file",
+                        plugin.display()
+                    )));
+                }
             }
             let limits = &ep.transformer.limits;
             if let Err(e) = crate::transformer::http::AllowList::parse(&limits.allowed_hosts) {

@@ -21,10 +21,13 @@ pub async fn run() -> anyhow::Result<()> {
         ..SimConfig::default()
     };
     let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
+    // A throwaway database: the demo leaves nothing behind.
+    let data_dir = std::env::temp_dir().join(format!("ferry-demo-{}", std::process::id()));
     let config = Config::parse(&format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
+data_dir = {data_dir:?}
 [graph]
 base_url = "{}"
 [[endpoint]]
@@ -40,7 +43,8 @@ mark_seen = true
 [endpoint.flow]
 kind = "echo"
 "#,
-        sim.url()
+        sim.url(),
+        data_dir = data_dir.display().to_string(),
     ))?;
     let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
     println!(
@@ -122,6 +126,7 @@ kind = "echo"
         .await
         .context("stopping the host")?;
     sim.shutdown();
+    let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
 

@@ -19,4 +19,5 @@ pub mod run;
 pub mod server;
 pub mod sessions;
 pub mod sim;
+pub mod store;
 pub mod transformer;

@@ -78,7 +78,7 @@ const HELP: &[(&str, &str, &str)] = &[
     (
         "ferry_hook_errors_total",
         "counter",
-        "Transformer hook failures, by endpoint, hook and kind (trap, timeout, memory, validation, plugin_error, instantiate, http_denied).",
+        "Transformer hook failures, by endpoint, hook and kind (trap, timeout, memory, validation, plugin_error, instantiate, poisoned, http_denied; hook \"http\" for denied requests).",
     ),
     (
         "ferry_plugin_instantiations_total",

@@ -87,8 +87,19 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
     if ep.config.messenger.mark_seen {
         delivery.sender_action("mark_seen").await;
     }
-    let profile = fetch_profile(core, ep, &user).await;
-    let session_id = core.sessions.session_for(&ep.id, user.id());
+    let mut profile = fetch_profile(core, ep, &user).await;
+    let contact_id = remember_contact(core, ep, &user, profile.as_ref());
+    if let (Some(Value::Object(p)), Some(id)) = (profile.as_mut(), &contact_id) {
+        p.insert("contact_id".into(), json!(id));
+    }
+    let session_id = match core.db.session_for(&ep.id, user.id(), ep.session_policy) {
+        Ok(id) => id,
+        Err(e) => {
+            // The turn still runs; only continuity across turns is lost.
+            tracing::error!(endpoint = %ep.id, error = %e, "session store unavailable; using a one-off session");
+            crate::sessions::new_session_id()
+        }
+    };
     let mut input = flow_input(event, &user, session_id.clone(), profile.clone());
     // One plugin instance for the whole turn; session storage is keyed by the ids before any patch.
     let mut hooks = ep.plugin.begin(
@@ -107,6 +118,16 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
         InputStep::Forward => {}
         InputStep::Drop => {
             finish(&mut hooks, ep, &input, TurnOutcome::Dropped, &[], &delivery).await;
+            record_transcript(
+                core,
+                ep,
+                &user,
+                &contact_id,
+                &input,
+                &[],
+                &delivery,
+                Outcome::Dropped,
+            );
             return Outcome::Dropped;
         }
         InputStep::Reply(messages) => {
@@ -114,6 +135,16 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
                 delivery.message(message).await;
             }
             finish(&mut hooks, ep, &input, TurnOutcome::Replied, &[], &delivery).await;
+            record_transcript(
+                core,
+                ep,
+                &user,
+                &contact_id,
+                &input,
+                &[],
+                &delivery,
+                Outcome::Replied,
+            );
             return Outcome::Replied;
         }
     }
@@ -128,6 +159,9 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
             (fallback.collect(), Outcome::FlowFailed)
         }
     };
+    if let Some(id) = &contact_id {
+        save_contact_data(core, ep, id, &outputs);
+    }
     for output in &outputs {
         // ── OUTPUT HOOK (inside): a plugin sees the raw output and its Send API messages. ──
         deliver_output(&mut delivery, &mut hooks, ep, &input, &profile_json, output).await;
@@ -139,7 +173,99 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
         _ => TurnOutcome::Completed,
     };
     finish(&mut hooks, ep, &input, tx_outcome, &outputs, &delivery).await;
+    record_transcript(
+        core,
+        ep,
+        &user,
+        &contact_id,
+        &input,
+        &outputs,
+        &delivery,
+        outcome,
+    );
     outcome
+}
+
+/// "Update Contact Profiles": the fetched profile goes into the user's contact; returns the contact id.
+fn remember_contact(
+    core: &Core,
+    ep: &Endpoint,
+    user: &User,
+    profile: Option<&Value>,
+) -> Option<String> {
+    let (User::Psid(psid), Some(profile)) = (user, profile) else {
+        return None;
+    };
+    if !ep.config.profiles.update_contacts || !ep.config.data_protection.contact_profiles {
+        return None;
+    }
+    let business = match ep.config.profiles.business.as_str() {
+        "" => &*ep.id,
+        key => key,
+    };
+    match core
+        .db
+        .update_contact(business, &ep.id, &ep.config.page_id, psid, profile)
+    {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(endpoint = %ep.id, error = %e, "contact not updated");
+            None
+        }
+    }
+}
+
+/// `data.contact` (an object) in a flow output is merged into the contact's free `data`.
+fn save_contact_data(core: &Core, ep: &Endpoint, contact_id: &str, outputs: &[FlowOutput]) {
+    for output in outputs {
+        if let Some(Value::Object(patch)) = output.data.as_ref().and_then(|d| d.get("contact")) {
+            if let Err(e) = core.db.merge_contact_data(contact_id, patch) {
+                tracing::warn!(endpoint = %ep.id, error = %e, "contact data not saved");
+            }
+        }
+    }
+}
+
+/// "Collect conversations": the turn as it happened, after the input hook, with the message ids.
+#[allow(clippy::too_many_arguments)]
+fn record_transcript(
+    core: &Core,
+    ep: &Endpoint,
+    user: &User,
+    contact_id: &Option<String>,
+    input: &FlowInput,
+    outputs: &[FlowOutput],
+    delivery: &Delivery<'_>,
+    outcome: Outcome,
+) {
+    if !ep.config.data_protection.collect_conversations {
+        return;
+    }
+    let turn = crate::store::TranscriptTurn {
+        endpoint_id: ep.id.to_string(),
+        user_id: user.id().to_string(),
+        contact_id: contact_id.clone(),
+        session_id: input.session_id.clone(),
+        at_ms: core.db.now_ms(),
+        input: json!({"userId": input.user_id, "text": input.text, "data": input.data}),
+        outputs: Value::Array(
+            outputs
+                .iter()
+                .map(|o| json!({"text": o.text, "data": o.data}))
+                .collect(),
+        ),
+        sent: Value::Array(
+            delivery
+                .log
+                .iter()
+                .map(|(message, id)| json!({"message": message, "message_id": id}))
+                .collect(),
+        ),
+        outcome: outcome.label().to_string(),
+    };
+    if let Err(e) = core.db.record_turn(&turn) {
+        tracing::warn!(endpoint = %ep.id, error = %e, "transcript not stored");
+    }
 }
 
 /// Runs the input hook (when the plugin has one): the patch lands in `input`.

@@ -3,6 +3,7 @@
 
 use crate::app::App;
 use crate::config::Config;
+use crate::store::{Clock, SystemClock};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,8 +48,8 @@ impl Running {
 }
 
 /// Builds the app and activates the endpoints' plugins (compiling off the async threads).
-async fn new_app(config: Config) -> anyhow::Result<Arc<App>> {
-    let app = App::new(config);
+async fn new_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
+    let app = App::new(config, clock)?;
     let restoring = Arc::clone(&app);
     tokio::task::spawn_blocking(move || restoring.restore_plugins())
         .await
@@ -59,8 +60,17 @@ async fn new_app(config: Config) -> anyhow::Result<Arc<App>> {
 
 /// Starts a host on `listener` (bind 127.0.0.1:0 in tests).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    start_with_clock(config, listener, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a clock of the caller's (tests move time by hand to expire sessions).
+pub async fn start_with_clock(
+    config: Config,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let app = new_app(config).await?;
+    let app = new_app(config, clock).await?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::serve(
         Arc::clone(&app),
@@ -92,7 +102,7 @@ pub async fn serve(
         .map(|e| e.id().to_string())
         .collect();
     tracing::info!(%listen, ?endpoints, "ferry is serving");
-    let app = new_app(config).await?;
+    let app = new_app(config, Arc::new(SystemClock)).await?;
     crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
     tracing::info!(
         pending = app.dispatcher.pending(),

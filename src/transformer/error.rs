@@ -25,7 +25,7 @@ pub enum PluginError {
     #[error("cannot compile or link the component: {0}")]
     Compile(String),
     /// Reading a precompiled artifact failed.
-    #[error("cannot read the precompiled plugin: {0}")]
+    #[error("plugin store: {0}")]
     Io(String),
     /// The runtime itself could not be set up.
     #[error("cannot set up the WebAssembly runtime: {0}")]

@@ -48,6 +48,20 @@ pub fn sim_config(users: Vec<SimUser>) -> SimConfig {
     }
 }
 
+/// A fresh directory under the system's temp dir (the database and plugin store of one test host).
+pub fn temp_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ferry-test-{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        ferry::sessions::new_session_id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 pub struct Harness {
     pub sim: SimHandle,
     pub host: Running,
@@ -79,6 +93,14 @@ impl Harness {
     }
 
     pub async fn start_with(sim_cfg: SimConfig, server_extra: &str, endpoint: &str) -> Harness {
+        let dir;
+        let server_extra = if server_extra.contains("data_dir") {
+            server_extra.to_string()
+        } else {
+            dir = temp_dir();
+            format!("{server_extra}\ndata_dir = \"{}\"", dir.display())
+        };
+        let server_extra = server_extra.as_str();
         let sim = Sim::start(sim_cfg, listener().await).await.unwrap();
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[graph]\nbase_url = \"{}\"\nversion = \"v25.0\"\n{endpoint}",

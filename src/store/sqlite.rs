@@ -1,0 +1,505 @@
+//! The SQLite implementation of the store.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Map, Value};
+
+use super::{Clock, SessionPolicy, StoreError, TranscriptTurn};
+use crate::sessions::new_session_id;
+use crate::transformer::storage::{check_session_value, SessionKey, SessionStorage};
+
+/// Schema versions, applied in order; each runs once (recorded in `schema_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: sessions, plugin session storage, contacts, transcripts.
+    "CREATE TABLE sessions (
+        endpoint_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        started_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, user_id)
+    );
+    CREATE TABLE session_values (
+        endpoint_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        value TEXT NOT NULL,
+        updated_ms BIGINT NOT NULL,
+        PRIMARY KEY (endpoint_id, user_id, session_id)
+    );
+    CREATE TABLE contacts (
+        contact_id TEXT PRIMARY KEY,
+        business TEXT NOT NULL,
+        first_name TEXT,
+        last_name TEXT,
+        profile_pic TEXT,
+        profile_pic_ms BIGINT,
+        locale TEXT,
+        timezone DOUBLE PRECISION,
+        gender TEXT,
+        data TEXT NOT NULL,
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL
+    );
+    CREATE TABLE contact_psids (
+        page_id TEXT NOT NULL,
+        psid TEXT NOT NULL,
+        endpoint_id TEXT NOT NULL,
+        contact_id TEXT NOT NULL,
+        PRIMARY KEY (page_id, psid)
+    );
+    CREATE INDEX contact_psids_by_contact ON contact_psids (contact_id);
+    CREATE TABLE transcripts (
+        turn_id TEXT PRIMARY KEY,
+        endpoint_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        contact_id TEXT,
+        session_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        input TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        sent TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX transcripts_by_contact ON transcripts (contact_id, at_ms);
+    CREATE INDEX transcripts_by_user ON transcripts (endpoint_id, user_id, at_ms);",
+];
+
+/// Every table that holds user data: erasure and its test scan them all.
+pub const USER_TABLES: &[&str] = &[
+    "sessions",
+    "session_values",
+    "contacts",
+    "contact_psids",
+    "transcripts",
+];
+
+pub struct Db {
+    conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Db {
+    /// Opens (creating) `<data_dir>/ferry.db` and applies the migrations.
+    pub fn open(data_dir: &Path, clock: Arc<dyn Clock>) -> Result<Db, StoreError> {
+        let path = data_dir.join("ferry.db");
+        let open_error = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        let conn = Connection::open(&path).map_err(|e| open_error(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(2))
+            .map_err(|e| open_error(e.to_string()))?;
+        // WAL: readers never block the writer; NORMAL sync is durable across process crashes.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| conn.pragma_update(None, "synchronous", "NORMAL"))
+            .map_err(|e| open_error(e.to_string()))?;
+        migrate(&conn).map_err(|e| open_error(e.to_string()))?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+            clock,
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: its own transactions guard that.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The user's current session, starting a new one when there is none or it expired. An expired
+    /// session's plugin storage goes with it.
+    pub fn session_for(
+        &self,
+        endpoint_id: &str,
+        user_id: &str,
+        policy: SessionPolicy,
+    ) -> Result<String, StoreError> {
+        let now = self.now_ms();
+        let conn = self.conn();
+        let current: Option<(String, i64, i64)> = conn
+            .query_row(
+                "SELECT session_id, started_ms, last_seen_ms FROM sessions WHERE endpoint_id = ?1 AND user_id = ?2",
+                params![endpoint_id, user_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        if let Some((id, started, last_seen)) = &current {
+            let idle = policy.idle_ms > 0 && now - last_seen > policy.idle_ms;
+            let too_old = now - started > policy.max_ms;
+            if !idle && !too_old {
+                conn.execute(
+                    "UPDATE sessions SET last_seen_ms = ?3 WHERE endpoint_id = ?1 AND user_id = ?2",
+                    params![endpoint_id, user_id, now],
+                )?;
+                return Ok(id.clone());
+            }
+            conn.execute(
+                "DELETE FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
+                params![endpoint_id, user_id, id],
+            )?;
+        }
+        let id = new_session_id();
+        conn.execute(
+            "INSERT INTO sessions (endpoint_id, user_id, session_id, started_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (endpoint_id, user_id) DO UPDATE SET session_id = ?3, started_ms = ?4, last_seen_ms = ?4",
+            params![endpoint_id, user_id, id, now],
+        )?;
+        Ok(id)
+    }
+
+    /// Copies a fetched profile into the user's contact (created on first sight) and returns its id.
+    pub fn update_contact(
+        &self,
+        business: &str,
+        endpoint_id: &str,
+        page_id: &str,
+        psid: &str,
+        profile: &Value,
+    ) -> Result<String, StoreError> {
+        let now = self.now_ms();
+        let conn = self.conn();
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT contact_id FROM contact_psids WHERE page_id = ?1 AND psid = ?2",
+                params![page_id, psid],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let contact_id = match existing {
+            Some(id) => id,
+            None => {
+                let id = new_session_id();
+                conn.execute(
+                    "INSERT INTO contacts (contact_id, business, data, first_seen_ms, last_seen_ms) VALUES (?1, ?2, '{}', ?3, ?3)",
+                    params![id, business, now],
+                )?;
+                conn.execute(
+                    "INSERT INTO contact_psids (page_id, psid, endpoint_id, contact_id) VALUES (?1, ?2, ?3, ?4)",
+                    params![page_id, psid, endpoint_id, id],
+                )?;
+                id
+            }
+        };
+        let text = |k: &str| profile.get(k).and_then(Value::as_str).map(str::to_string);
+        conn.execute(
+            "UPDATE contacts SET
+                first_name = COALESCE(?2, first_name), last_name = COALESCE(?3, last_name),
+                profile_pic = COALESCE(?4, profile_pic),
+                profile_pic_ms = CASE WHEN ?4 IS NULL THEN profile_pic_ms ELSE ?9 END,
+                locale = COALESCE(?5, locale), timezone = COALESCE(?6, timezone), gender = COALESCE(?7, gender),
+                last_seen_ms = ?9, business = ?8
+             WHERE contact_id = ?1",
+            params![
+                contact_id,
+                text("first_name"),
+                text("last_name"),
+                text("profile_pic"),
+                text("locale"),
+                profile.get("timezone").and_then(Value::as_f64),
+                text("gender"),
+                business,
+                now
+            ],
+        )?;
+        Ok(contact_id)
+    }
+
+    /// Merges `patch` (a JSON object) into the contact's free `data` object (`data.contact` in a flow output).
+    pub fn merge_contact_data(
+        &self,
+        contact_id: &str,
+        patch: &Map<String, Value>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let current: Option<String> = conn
+            .query_row(
+                "SELECT data FROM contacts WHERE contact_id = ?1",
+                params![contact_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(current) = current else {
+            return Ok(());
+        };
+        let mut data: Map<String, Value> = serde_json::from_str(&current).unwrap_or_default();
+        for (k, v) in patch {
+            data.insert(k.clone(), v.clone());
+        }
+        conn.execute(
+            "UPDATE contacts SET data = ?2 WHERE contact_id = ?1",
+            params![contact_id, Value::Object(data).to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The contact id of a user of an endpoint, if known.
+    pub fn contact_of(&self, page_id: &str, psid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT contact_id FROM contact_psids WHERE page_id = ?1 AND psid = ?2",
+                params![page_id, psid],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// A contact as JSON: the profile fields, its PSIDs per Page, `data`, first and last seen.
+    pub fn contact(&self, contact_id: &str) -> Result<Option<Value>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT business, first_name, last_name, profile_pic, locale, timezone, gender, data, first_seen_ms, last_seen_ms
+                 FROM contacts WHERE contact_id = ?1",
+                params![contact_id],
+                |r| {
+                    Ok(json!({
+                        "contact_id": contact_id,
+                        "business": r.get::<_, String>(0)?,
+                        "first_name": r.get::<_, Option<String>>(1)?,
+                        "last_name": r.get::<_, Option<String>>(2)?,
+                        "profile_pic": r.get::<_, Option<String>>(3)?,
+                        "locale": r.get::<_, Option<String>>(4)?,
+                        "timezone": r.get::<_, Option<f64>>(5)?,
+                        "gender": r.get::<_, Option<String>>(6)?,
+                        "data": serde_json::from_str::<Value>(&r.get::<_, String>(7)?).unwrap_or(Value::Null),
+                        "first_seen_ms": r.get::<_, i64>(8)?,
+                        "last_seen_ms": r.get::<_, i64>(9)?,
+                    }))
+                },
+            )
+            .optional()?;
+        let Some(mut contact) = row else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT page_id, psid, endpoint_id FROM contact_psids WHERE contact_id = ?1",
+        )?;
+        let psids: Vec<Value> = stmt
+            .query_map(params![contact_id], |r| {
+                Ok(json!({"page_id": r.get::<_, String>(0)?, "psid": r.get::<_, String>(1)?, "endpoint": r.get::<_, String>(2)?}))
+            })?
+            .collect::<Result<_, _>>()?;
+        contact["psids"] = Value::Array(psids);
+        Ok(Some(contact))
+    }
+
+    pub fn record_turn(&self, turn: &TranscriptTurn) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO transcripts (turn_id, endpoint_id, user_id, contact_id, session_id, at_ms, input, outputs, sent, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                new_session_id(),
+                turn.endpoint_id,
+                turn.user_id,
+                turn.contact_id,
+                turn.session_id,
+                turn.at_ms,
+                turn.input.to_string(),
+                turn.outputs.to_string(),
+                turn.sent.to_string(),
+                turn.outcome
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A contact's transcript, oldest turn first.
+    pub fn transcript(&self, contact_id: &str) -> Result<Vec<Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT endpoint_id, session_id, at_ms, input, outputs, sent, outcome FROM transcripts
+             WHERE contact_id = ?1 ORDER BY at_ms, turn_id",
+        )?;
+        let parse = |s: String| serde_json::from_str::<Value>(&s).unwrap_or(Value::Null);
+        let turns = stmt
+            .query_map(params![contact_id], |r| {
+                Ok(json!({
+                    "endpoint": r.get::<_, String>(0)?,
+                    "session_id": r.get::<_, String>(1)?,
+                    "at_ms": r.get::<_, i64>(2)?,
+                    "input": parse(r.get(3)?),
+                    "outputs": parse(r.get(4)?),
+                    "sent": parse(r.get(5)?),
+                    "outcome": r.get::<_, String>(6)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(turns)
+    }
+
+    /// Right to erasure: the contact, its PSID mappings, its transcripts, its users' sessions and plugin
+    /// session storage. Answers how many rows of each table went.
+    pub fn erase_contact(&self, contact_id: &str) -> Result<Option<Value>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT contact_id FROM contacts WHERE contact_id = ?1",
+                params![contact_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let users: Vec<(String, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT endpoint_id, psid FROM contact_psids WHERE contact_id = ?1")?;
+            let rows = stmt.query_map(params![contact_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut sessions = 0;
+        let mut values = 0;
+        let mut transcripts = 0;
+        for (endpoint, psid) in &users {
+            sessions += tx.execute(
+                "DELETE FROM sessions WHERE endpoint_id = ?1 AND user_id = ?2",
+                params![endpoint, psid],
+            )?;
+            values += tx.execute(
+                "DELETE FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2",
+                params![endpoint, psid],
+            )?;
+            transcripts += tx.execute(
+                "DELETE FROM transcripts WHERE endpoint_id = ?1 AND user_id = ?2",
+                params![endpoint, psid],
+            )?;
+        }
+        transcripts += tx.execute(
+            "DELETE FROM transcripts WHERE contact_id = ?1",
+            params![contact_id],
+        )?;
+        let psids = tx.execute(
+            "DELETE FROM contact_psids WHERE contact_id = ?1",
+            params![contact_id],
+        )?;
+        let contacts = tx.execute(
+            "DELETE FROM contacts WHERE contact_id = ?1",
+            params![contact_id],
+        )?;
+        tx.commit()?;
+        Ok(Some(json!({
+            "contact_id": contact_id,
+            "deleted": {
+                "contacts": contacts, "contact_psids": psids, "transcripts": transcripts,
+                "sessions": sessions, "session_values": values,
+            }
+        })))
+    }
+
+    /// Deletes transcripts and contacts not seen for `days` (per endpoint for transcripts).
+    pub fn apply_retention(&self, endpoint_id: &str, days: u64) -> Result<usize, StoreError> {
+        if days == 0 {
+            return Ok(0);
+        }
+        let cutoff = self.now_ms() - days as i64 * 86_400_000;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut deleted = tx.execute(
+            "DELETE FROM transcripts WHERE endpoint_id = ?1 AND at_ms < ?2",
+            params![endpoint_id, cutoff],
+        )?;
+        let stale: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT DISTINCT c.contact_id FROM contacts c JOIN contact_psids p ON p.contact_id = c.contact_id
+                 WHERE p.endpoint_id = ?1 AND c.last_seen_ms < ?2",
+            )?;
+            let rows = stmt.query_map(params![endpoint_id, cutoff], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for id in &stale {
+            deleted += tx.execute(
+                "DELETE FROM contact_psids WHERE contact_id = ?1",
+                params![id],
+            )?;
+            deleted += tx.execute("DELETE FROM contacts WHERE contact_id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+
+    /// Rows of a table that mention `needle` in any column (tests scan every table after an erasure).
+    pub fn rows_mentioning(&self, table: &str, needle: &str) -> Result<usize, StoreError> {
+        if !USER_TABLES.contains(&table) {
+            return Err(StoreError::Sql(format!("unknown table {table}")));
+        }
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("SELECT * FROM {table}"))?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([])?;
+        let mut count = 0;
+        while let Some(row) = rows.next()? {
+            let hit = (0..columns).any(|i| {
+                row.get_ref(i)
+                    .ok()
+                    .and_then(|v| v.as_str().ok().map(|s| s.contains(needle)))
+                    .unwrap_or(false)
+            });
+            if hit {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let applied: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN; {sql}; INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+/// The plugins' `session-storage`, persisted: survives restarts, expires with the session.
+pub struct DbSessionStorage(pub Arc<Db>);
+
+impl SessionStorage for DbSessionStorage {
+    fn get(&self, key: &SessionKey) -> Option<String> {
+        let result = self.0.conn().query_row(
+            "SELECT value FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
+            params![key.endpoint_id, key.user_id, key.session_id],
+            |r| r.get(0),
+        );
+        match result.optional() {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::warn!(error = %e, "session storage read failed");
+                None
+            }
+        }
+    }
+
+    fn set(&self, key: &SessionKey, value: String) -> Result<(), String> {
+        check_session_value(&value)?;
+        let now = self.0.now_ms();
+        self.0
+            .conn()
+            .execute(
+                "INSERT INTO session_values (endpoint_id, user_id, session_id, value, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (endpoint_id, user_id, session_id) DO UPDATE SET value = ?4, updated_ms = ?5",
+                params![key.endpoint_id, key.user_id, key.session_id, value, now],
+            )
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "session storage write failed");
+                "the host could not store the value".to_string()
+            })
+    }
+}
