@@ -14,7 +14,7 @@ use crate::app::{App, Endpoint};
 use crate::transformer::store::EndpointState;
 use crate::transformer::PluginError;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +38,12 @@ pub fn routes() -> Router<Arc<App>> {
             post(rollback),
         )
         .layer(DefaultBodyLimit::max(MAX_PLUGIN_BYTES))
+        .route("/admin/contacts", get(find_contact))
+        .route(
+            "/admin/contacts/{contact}",
+            get(show_contact).delete(erase_contact),
+        )
+        .route("/admin/contacts/{contact}/transcript", get(show_transcript))
 }
 
 /// A refused admin request: the status and a reason for the operator (never a secret).
@@ -239,5 +245,97 @@ async fn deactivate(
             state_json(&ep, &state)
         }
         Err(r) => r.into_response(),
+    }
+}
+
+// ── Contacts: inspection, export and the right to erasure ────────────────────────────────────────────────
+
+fn db_error(e: crate::store::StoreError) -> Response {
+    tracing::error!(error = %e, "admin contact query failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "database error").into_response()
+}
+
+fn not_found(id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no contact `{id}`")).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ContactQuery {
+    endpoint: String,
+    psid: String,
+}
+
+/// `GET /admin/contacts?endpoint=..&psid=..`
+async fn find_contact(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(q): Query<ContactQuery>,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied.into_response();
+    }
+    let ep = match endpoint(&app, &q.endpoint) {
+        Ok(ep) => ep,
+        Err(r) => return r.into_response(),
+    };
+    match app.core.db.contact_of(&ep.config.page_id, &q.psid) {
+        Ok(Some(id)) => contact_json(&app, &id),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no contact for this user").into_response(),
+        Err(e) => db_error(e),
+    }
+}
+
+fn contact_json(app: &App, id: &str) -> Response {
+    match app.core.db.contact(id) {
+        Ok(Some(contact)) => Json(contact).into_response(),
+        Ok(None) => not_found(id),
+        Err(e) => db_error(e),
+    }
+}
+
+async fn show_contact(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied.into_response();
+    }
+    contact_json(&app, &id)
+}
+
+async fn show_transcript(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied.into_response();
+    }
+    match (app.core.db.contact(&id), app.core.db.transcript(&id)) {
+        (Ok(None), _) => not_found(&id),
+        (Ok(Some(_)), Ok(turns)) => {
+            Json(json!({ "contact_id": id, "turns": turns })).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => db_error(e),
+    }
+}
+
+/// `DELETE /admin/contacts/{id}`: the contact, its PSIDs, transcripts, sessions and plugin session storage.
+async fn erase_contact(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied.into_response();
+    }
+    match app.core.db.erase_contact(&id) {
+        Ok(Some(report)) => {
+            tracing::info!("contact erased on request");
+            Json(report).into_response()
+        }
+        Ok(None) => not_found(&id),
+        Err(e) => db_error(e),
     }
 }

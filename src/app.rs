@@ -174,6 +174,28 @@ impl App {
         }))
     }
 
+    /// Deletes what each endpoint's data protection settings no longer allow to keep; returns rows deleted.
+    pub fn apply_retention(&self) -> usize {
+        let mut deleted = 0;
+        for ep in self.endpoints.values() {
+            match self
+                .core
+                .db
+                .apply_retention(&ep.id, ep.config.data_protection.retention_days)
+            {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(endpoint = %ep.id, error = %e, "retention job failed"),
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(
+                deleted,
+                "retention job deleted old transcripts and contacts"
+            );
+        }
+        deleted
+    }
+
     /// The plugin store, opening it (and starting the wasm engine) on first use.
     pub fn plugin_store(&self) -> Result<Arc<PluginStore>, PluginError> {
         let mut slot = self.plugin_store.lock().unwrap_or_else(|e| e.into_inner());

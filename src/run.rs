@@ -71,6 +71,7 @@ pub async fn start_with_clock(
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let app = new_app(config, clock).await?;
+    spawn_retention(Arc::clone(&app));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(crate::server::serve(
         Arc::clone(&app),
@@ -103,6 +104,7 @@ pub async fn serve(
         .collect();
     tracing::info!(%listen, ?endpoints, "ferry is serving");
     let app = new_app(config, Arc::new(SystemClock)).await?;
+    spawn_retention(Arc::clone(&app));
     crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
     tracing::info!(
         pending = app.dispatcher.pending(),
@@ -148,4 +150,18 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// The retention job: hourly, deletes transcripts and contacts older than each endpoint's `retention_days`.
+fn spawn_retention(app: Arc<App>) {
+    let weak = Arc::downgrade(&app);
+    drop(app);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let Some(app) = weak.upgrade() else { return };
+            let _ = tokio::task::spawn_blocking(move || app.apply_retention()).await;
+        }
+    });
 }

@@ -93,6 +93,22 @@ impl Harness {
     }
 
     pub async fn start_with(sim_cfg: SimConfig, server_extra: &str, endpoint: &str) -> Harness {
+        Harness::start_with_clock(
+            sim_cfg,
+            server_extra,
+            endpoint,
+            Arc::new(ferry::store::SystemClock),
+        )
+        .await
+    }
+
+    /// With a clock the test moves by hand.
+    pub async fn start_with_clock(
+        sim_cfg: SimConfig,
+        server_extra: &str,
+        endpoint: &str,
+        clock: Arc<dyn ferry::store::Clock>,
+    ) -> Harness {
         let dir;
         let server_extra = if server_extra.contains("data_dir") {
             server_extra.to_string()
@@ -107,7 +123,9 @@ impl Harness {
             sim.url()
         );
         let config = Config::parse(&config).unwrap_or_else(|e| panic!("{e}\n{config}"));
-        let host = ferry::run::start(config, listener().await).await.unwrap();
+        let host = ferry::run::start_with_clock(config, listener().await, clock)
+            .await
+            .unwrap();
         Harness {
             sim,
             host,

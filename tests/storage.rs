@@ -1,0 +1,373 @@
+//! The database through the real host: session expiry (with a hand-moved clock), plugin session storage
+//! across a restart, contacts, transcripts per outcome, erasure, retention, and an unusable database.
+
+mod common;
+
+use common::*;
+use ferry::store::{ManualClock, USER_TABLES};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ADMIN: &str = "storage-admin-token";
+
+fn server(dir: &std::path::Path) -> String {
+    format!(
+        "data_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\nmax_session_minutes = 120",
+        dir.display()
+    )
+}
+
+async fn seeing_flow() -> TestFlow {
+    TestFlow::start(|req| {
+        let text = req
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_string();
+        let out = match text.as_str() {
+            "remember" => json!({"text": "noted", "data": {"contact": {"tier": "gold"}}}),
+            _ => json!({"text": format!("seen: {text}")}),
+        };
+        (200, json!({ "outputs": [out] }).to_string(), 0)
+    })
+    .await
+}
+
+async fn say(h: &Harness, psid: &str, mid: &str, text: &str, ts: i64) {
+    assert_eq!(
+        h.post_json(&body(vec![text_event(psid, mid, text, ts)]))
+            .await
+            .0,
+        200
+    );
+    h.idle().await;
+}
+
+async fn admin_get(h: &Harness, path: &str) -> (u16, Value) {
+    let r = h
+        .http
+        .get(format!("{}{path}", h.host.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn plugin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/plugins")
+        .join(format!("{name}.wasm"))
+}
+
+#[tokio::test]
+async fn sessions_expire_after_inactivity_and_at_the_server_cap() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(
+        &flow.toml(),
+        &format!(
+            "{}\n[endpoint.session]\nexpiration_minutes = 30\n",
+            quiet_messenger()
+        ),
+    );
+    let h = Harness::start_with_clock(
+        sim_config(vec![sim_user("u1", "Ada")]),
+        &server(&dir),
+        &ep,
+        clock.clone(),
+    )
+    .await;
+    let session = |i: usize| {
+        flow.requests()[i]["sessionId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    say(&h, "u1", "m1", "a", 1).await;
+    clock.advance_minutes(29);
+    say(&h, "u1", "m2", "b", 2).await;
+    assert_eq!(
+        session(0),
+        session(1),
+        "29 minutes of silence keep the session"
+    );
+    clock.advance_minutes(31);
+    say(&h, "u1", "m3", "c", 3).await;
+    assert_ne!(session(1), session(2), "31 minutes of silence end it");
+    // Active every 20 minutes, the session still ends at the server's 120-minute cap.
+    for i in 0..7 {
+        clock.advance_minutes(20);
+        say(&h, "u1", &format!("n{i}"), "d", 10 + i).await;
+    }
+    let ids: Vec<String> = (2..10).map(session).collect();
+    assert!(ids[..7].iter().all(|id| *id == ids[0]), "120 minutes in all are allowed: {ids:?}");
+    assert_ne!(ids[7], ids[0], "capped by server.max_session_minutes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn never_expiring_sessions_and_storage_survive_a_restart_and_expire_with_the_session() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(
+        &flow.toml(),
+        &format!(
+            "{}\n[endpoint.session]\nexpiration_minutes = 0\n[endpoint.transformer]\nplugin = \"{}\"\n",
+            quiet_messenger(),
+            plugin("test_guest").display()
+        ),
+    );
+    let users = || sim_config(vec![sim_user("u1", "Ada")]);
+    let h = Harness::start_with_clock(users(), &server(&dir), &ep, clock.clone()).await;
+    say(&h, "u1", "m1", r#"storage-set {"color":"blue"}"#, 1).await;
+    h.host.stop(Duration::from_secs(5)).await.unwrap();
+    clock.advance_minutes(100);
+    let h = Harness::start_with_clock(users(), &server(&dir), &ep, clock.clone()).await;
+    say(&h, "u1", "m2", "storage-get", 2).await;
+    // The finished hook of the first turn stored the turn's sizes; it is still there after the restart.
+    assert_eq!(flow.requests()[1]["text"], r#"{"outputs":1,"sent":1}"#);
+    assert_eq!(
+        flow.requests()[0]["sessionId"],
+        flow.requests()[1]["sessionId"]
+    );
+    // Past the 120-minute cap: a new session, and its storage starts empty.
+    clock.advance_minutes(30);
+    say(&h, "u1", "m3", "storage-get", 3).await;
+    assert_eq!(flow.requests()[2]["text"], "none");
+    assert_ne!(
+        flow.requests()[2]["sessionId"],
+        flow.requests()[1]["sessionId"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn contacts_are_filled_from_profiles_and_flow_data_and_transcripts_record_each_outcome() {
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(
+        &flow.toml(),
+        &format!(
+            "{}\n[endpoint.transformer]\nplugin = \"{}\"\n",
+            quiet_messenger(),
+            plugin("test_guest").display()
+        ),
+    );
+    let h = Harness::start_with(sim_config(vec![sim_user("u1", "Ada")]), &server(&dir), &ep).await;
+    say(&h, "u1", "m1", "hello", 1).await;
+    say(&h, "u1", "m2", "remember", 2).await;
+    say(&h, "u1", "m3", "drop", 3).await;
+    say(&h, "u1", "m4", "reply", 4).await;
+    // The flow saw the contact id in data.profile.
+    let contact_id = flow.requests()[0]["data"]["profile"]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, contact) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    assert_eq!(status, 200, "{contact}");
+    assert_eq!(contact["contact_id"], contact_id.as_str());
+    assert_eq!(contact["first_name"], "Ada");
+    assert_eq!(contact["last_name"], "Tester");
+    assert_eq!(contact["profile_pic"], "https://pics.example/u1.jpg");
+    assert_eq!(contact["data"], json!({"tier": "gold"}));
+    assert_eq!(contact["psids"][0]["psid"], "u1");
+
+    let (status, transcript) =
+        admin_get(&h, &format!("/admin/contacts/{contact_id}/transcript")).await;
+    assert_eq!(status, 200);
+    let turns = transcript["turns"].as_array().unwrap();
+    let outcomes: Vec<&str> = turns
+        .iter()
+        .map(|t| t["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["completed", "completed", "dropped", "replied"]);
+    assert_eq!(turns[0]["input"]["text"], "hello");
+    assert_eq!(turns[0]["outputs"][0]["text"], "seen: hello");
+    assert!(turns[0]["sent"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("m_sim"));
+    assert_eq!(turns[2]["sent"], json!([]));
+    assert_eq!(turns[3]["sent"][0]["message"]["text"], "hi");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_failing_flow_is_recorded_and_collecting_can_be_switched_off() {
+    let flow = TestFlow::start(|_| (500, "boom".into(), 0)).await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(&flow.toml(), quiet_messenger());
+    let h = Harness::start_with(sim_config(vec![sim_user("u1", "Ada")]), &server(&dir), &ep).await;
+    say(&h, "u1", "m1", "hello", 1).await;
+    let (_, contact) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    let id = contact["contact_id"].as_str().unwrap();
+    let (_, transcript) = admin_get(&h, &format!("/admin/contacts/{id}/transcript")).await;
+    assert_eq!(transcript["turns"][0]["outcome"], "flow_failed");
+    assert_eq!(
+        transcript["turns"][0]["sent"][0]["message"]["text"],
+        "Sorry, something went wrong."
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = temp_dir();
+    let extra = format!(
+        "{}\n[endpoint.data_protection]\ncollect_conversations = false\ncontact_profiles = false\n",
+        quiet_messenger()
+    );
+    let ep = endpoint_toml(&seeing_flow().await.toml(), &extra);
+    let h = Harness::start_with(sim_config(vec![sim_user("u1", "Ada")]), &server(&dir), &ep).await;
+    say(&h, "u1", "m1", "hello", 1).await;
+    let (status, _) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    assert_eq!(status, 404, "no contact kept");
+    for table in ["transcripts", "contacts"] {
+        assert_eq!(
+            h.host.app.core.db.rows_mentioning(table, "u1").unwrap(),
+            0,
+            "{table}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn erasure_removes_the_user_from_every_table() {
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(
+        &flow.toml(),
+        &format!(
+            "{}\n[endpoint.transformer]\nplugin = \"{}\"\n",
+            quiet_messenger(),
+            plugin("test_guest").display()
+        ),
+    );
+    let users = sim_config(vec![sim_user("u1", "Ada"), sim_user("u2", "Bob")]);
+    let h = Harness::start_with(users, &server(&dir), &ep).await;
+    say(&h, "u1", "m1", r#"storage-set {"x":1}"#, 1).await;
+    say(&h, "u2", "m2", "hello", 2).await;
+    let db = &h.host.app.core.db;
+    for table in USER_TABLES {
+        assert!(
+            db.rows_mentioning(table, "u1").unwrap() > 0 || *table == "contacts",
+            "{table} holds u1 before"
+        );
+    }
+    let (_, contact) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    let id = contact["contact_id"].as_str().unwrap().to_string();
+    let r = h
+        .http
+        .delete(format!("{}/admin/contacts/{id}", h.host.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["deleted"]["contacts"], 1);
+    assert_eq!(report["deleted"]["transcripts"], 1);
+    assert_eq!(report["deleted"]["session_values"], 1);
+    for table in USER_TABLES {
+        assert_eq!(
+            db.rows_mentioning(table, "u1").unwrap(),
+            0,
+            "{table} still mentions u1"
+        );
+        assert_eq!(
+            db.rows_mentioning(table, &id).unwrap(),
+            0,
+            "{table} still mentions the contact"
+        );
+    }
+    assert!(
+        db.rows_mentioning("transcripts", "u2").unwrap() > 0,
+        "other users are untouched"
+    );
+    let (status, _) = admin_get(&h, &format!("/admin/contacts/{id}")).await;
+    assert_eq!(status, 404);
+    let r = h
+        .http
+        .delete(format!("{}/admin/contacts/{id}", h.host.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "erasure needs the admin token");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_retention_job_deletes_old_transcripts_and_contacts() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let extra = format!(
+        "{}\n[endpoint.data_protection]\nretention_days = 30\n",
+        quiet_messenger()
+    );
+    let ep = endpoint_toml(&flow.toml(), &extra);
+    let users = sim_config(vec![sim_user("u1", "Ada"), sim_user("u2", "Bob")]);
+    let h = Harness::start_with_clock(users, &server(&dir), &ep, clock.clone()).await;
+    say(&h, "u1", "m1", "old", 1).await;
+    clock.advance_minutes(29 * 24 * 60);
+    say(&h, "u2", "m2", "recent", 2).await;
+    clock.advance_minutes(2 * 24 * 60);
+    assert!(
+        h.host.app.apply_retention() >= 3,
+        "u1's transcript, contact and PSID mapping"
+    );
+    let db = &h.host.app.core.db;
+    assert_eq!(db.rows_mentioning("transcripts", "u1").unwrap(), 0);
+    assert_eq!(db.rows_mentioning("contact_psids", "u1").unwrap(), 0);
+    assert_eq!(db.rows_mentioning("transcripts", "u2").unwrap(), 1);
+    assert_eq!(db.rows_mentioning("contact_psids", "u2").unwrap(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_unusable_database_is_a_clear_error_not_a_panic() {
+    // The data directory is a file: the database cannot be created.
+    let file = temp_dir();
+    std::fs::write(&file, b"not a directory").unwrap();
+    let config = ferry::config::Config::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        file.display(),
+        endpoint_toml("kind = \"echo\"", "")
+    ))
+    .unwrap();
+    let error = match ferry::run::start(config, listener().await).await {
+        Ok(_) => panic!("started on an unusable data directory"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("cannot open the database"), "{error}");
+    assert!(error.contains(&file.display().to_string()), "{error}");
+    let _ = std::fs::remove_file(&file);
+
+    // A read-only database file.
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ferry.db"), b"").unwrap();
+    let mut perms = std::fs::metadata(dir.join("ferry.db"))
+        .unwrap()
+        .permissions();
+    perms.set_readonly(true);
+    std::fs::set_permissions(dir.join("ferry.db"), perms).unwrap();
+    let config = ferry::config::Config::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        dir.display(),
+        endpoint_toml("kind = \"echo\"", "")
+    ))
+    .unwrap();
+    // Root may write to read-only files; either way, no panic, and a failure names the database.
+    if let Err(e) = ferry::run::start(config, listener().await).await {
+        assert!(
+            format!("{e:#}").contains("cannot open the database"),
+            "{e:#}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
