@@ -30,6 +30,8 @@ pub struct Core {
     pub db: Arc<Db>,
     /// Plugins' `session-storage`, scoped per (endpoint, user, session), in the database.
     pub session_storage: Arc<dyn SessionStorage>,
+    /// (page id, endpoint id, business) of every endpoint: whose contacts may be merged.
+    pub business_pages: Vec<(String, String, String)>,
 }
 
 /// One configured endpoint (one Facebook Page) with its backend and caches.
@@ -151,6 +153,17 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             session_storage: Arc::new(crate::store::DbSessionStorage(Arc::clone(&db))),
             db,
+            business_pages: config
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.page_id.0.clone(),
+                        e.id().to_string(),
+                        e.profiles.business.clone(),
+                    )
+                })
+                .collect(),
         });
         let max_session_minutes = config.server.max_session_minutes;
         let endpoints = config

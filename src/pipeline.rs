@@ -89,6 +89,9 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
     }
     let mut profile = fetch_profile(core, ep, &user).await;
     let contact_id = remember_contact(core, ep, &user, profile.as_ref());
+    if let (Some(id), User::Psid(psid)) = (&contact_id, &user) {
+        merge_contact(core, ep, id, psid).await;
+    }
     if let (Some(Value::Object(p)), Some(id)) = (profile.as_mut(), &contact_id) {
         p.insert("contact_id".into(), json!(id));
     }
@@ -211,6 +214,44 @@ fn remember_contact(
         Err(e) => {
             tracing::warn!(endpoint = %ep.id, error = %e, "contact not updated");
             None
+        }
+    }
+}
+
+/// "Merge Contact Profiles": asks Meta for the person's PSIDs on the business's other Pages and folds
+/// their contacts into this one. Once per contact and Page: a mapped PSID is not asked again. A failure
+/// leaves the contacts separate, with a warning.
+async fn merge_contact(core: &Core, ep: &Endpoint, contact_id: &str, psid: &str) {
+    let business = ep.config.profiles.business.as_str();
+    if !ep.config.profiles.merge_contacts || business.is_empty() {
+        return;
+    }
+    let siblings: Vec<&(String, String, String)> = core
+        .business_pages
+        .iter()
+        .filter(|(page, _, b)| b == business && *page != *ep.config.page_id)
+        .collect();
+    if siblings.is_empty() || !ep.profiles.mark_merge_checked(psid) {
+        return;
+    }
+    match core.graph.ids_for_pages(&ep.page, psid).await {
+        Ok(ids) => {
+            let others: Vec<(String, String, String)> = ids
+                .into_iter()
+                .filter_map(|(page, other)| {
+                    siblings
+                        .iter()
+                        .find(|(p, _, _)| *p == page)
+                        .map(|(p, endpoint, _)| (p.clone(), other, endpoint.clone()))
+                })
+                .collect();
+            if let Err(e) = core.db.merge_contacts(contact_id, &others) {
+                tracing::warn!(endpoint = %ep.id, error = %e, "contacts not merged");
+            }
+        }
+        Err(e) => {
+            ep.profiles.unmark_merge_checked(psid);
+            tracing::warn!(endpoint = %ep.id, error = %e, "ids_for_pages failed; contacts stay separate");
         }
     }
 }

@@ -20,6 +20,8 @@ const KEPT_FIELDS: [&str; 7] = [
 pub struct ProfileCache {
     ttl: Duration,
     entries: Mutex<HashMap<(String, String), (Instant, Value)>>,
+    /// PSIDs whose contacts were already merged since start (merging is idempotent; this only saves calls).
+    merge_checked: Mutex<std::collections::HashSet<String>>,
 }
 
 impl ProfileCache {
@@ -27,6 +29,22 @@ impl ProfileCache {
         ProfileCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            merge_checked: Mutex::default(),
+        }
+    }
+
+    /// True the first time a PSID is seen for merging.
+    pub fn mark_merge_checked(&self, psid: &str) -> bool {
+        self.merge_checked
+            .lock()
+            .map(|mut s| s.insert(psid.to_string()))
+            .unwrap_or(true)
+    }
+
+    /// Forgets a PSID after a failed merge, so that a later turn tries again.
+    pub fn unmark_merge_checked(&self, psid: &str) {
+        if let Ok(mut s) = self.merge_checked.lock() {
+            s.remove(psid);
         }
     }
 

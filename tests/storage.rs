@@ -105,7 +105,10 @@ async fn sessions_expire_after_inactivity_and_at_the_server_cap() {
         say(&h, "u1", &format!("n{i}"), "d", 10 + i).await;
     }
     let ids: Vec<String> = (2..10).map(session).collect();
-    assert!(ids[..7].iter().all(|id| *id == ids[0]), "120 minutes in all are allowed: {ids:?}");
+    assert!(
+        ids[..7].iter().all(|id| *id == ids[0]),
+        "120 minutes in all are allowed: {ids:?}"
+    );
     assert_ne!(ids[7], ids[0], "capped by server.max_session_minutes");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -370,4 +373,130 @@ async fn an_unusable_database_is_a_clear_error_not_a_panic() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ── Merge Contact Profiles across the Pages of one business ───────────────────────────────────────────────
+
+const PAGES: [&str; 3] = ["1111", "2222", "3333"];
+
+/// Three endpoints (one per Page) of business "acme"; person P has a PSID on each Page, person Q on two.
+async fn business_host(dir: &std::path::Path) -> (ferry::sim::SimHandle, ferry::run::Running) {
+    use ferry::sim::{Sim, SimConfig, SimPage, SimUser};
+    let mut users = Vec::new();
+    for page in PAGES {
+        users.push(SimUser::new(
+            &format!("p{page}"),
+            page,
+            "Pat",
+            "Person",
+            "P",
+        ));
+    }
+    users.push(SimUser::new("q1111", "1111", "Quinn", "Other", "Q"));
+    users.push(SimUser::new("q2222", "2222", "Quinn", "Other", "Q"));
+    let sim_cfg = SimConfig {
+        pages: PAGES
+            .iter()
+            .map(|p| {
+                SimPage::new(
+                    p,
+                    &format!("token-{p}"),
+                    Some(APP_SECRET),
+                    &format!("Page {p}"),
+                )
+            })
+            .collect(),
+        users,
+        ..SimConfig::default()
+    };
+    let sim = Sim::start(sim_cfg, listener().await).await.unwrap();
+    let flow = seeing_flow().await;
+    let mut config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nadmin_token = \"{ADMIN}\"\n[graph]\nbase_url = \"{}\"\n",
+        dir.display(),
+        sim.url()
+    );
+    for page in PAGES {
+        config.push_str(&format!(
+            "[[endpoint]]\nid = \"shop{page}\"\npage_id = \"{page}\"\npage_access_token = \"token-{page}\"\napp_secret = \"{APP_SECRET}\"\nverify_token = \"v\"\n{}\n[endpoint.profiles]\nmerge_contacts = true\nbusiness = \"acme\"\n[endpoint.flow]\n{}\n",
+            quiet_messenger(),
+            flow.toml()
+        ));
+    }
+    let config = ferry::config::Config::parse(&config).unwrap();
+    let host = ferry::run::start(config, listener().await).await.unwrap();
+    std::mem::forget(flow);
+    (sim, host)
+}
+
+async fn visit(host: &ferry::run::Running, page: &str, psid: &str, ts: i64) {
+    let item = json!({"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": ts,
+        "message": {"mid": format!("m-{psid}-{ts}"), "text": "hi"}});
+    let body = json!({"object": "page", "entry": [{"id": page, "time": ts, "messaging": [item]}]});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let sig = ferry::messenger::signature::sign_sha256(APP_SECRET, &bytes);
+    let status = reqwest::Client::new()
+        .post(host.webhook_url(&format!("shop{page}")))
+        .header("x-hub-signature-256", sig)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert!(host.wait_idle(Duration::from_secs(10)).await);
+}
+
+fn contact_of(host: &ferry::run::Running, page: &str, psid: &str) -> Option<String> {
+    host.app.core.db.contact_of(page, psid).unwrap()
+}
+
+#[tokio::test]
+async fn one_person_across_three_pages_is_one_contact_in_any_order_and_two_people_never_merge() {
+    for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0]] {
+        let dir = temp_dir();
+        let (sim, host) = business_host(&dir).await;
+        for (ts, i) in order.iter().enumerate() {
+            let page = PAGES[*i];
+            visit(&host, page, &format!("p{page}"), ts as i64 + 1).await;
+        }
+        visit(&host, "1111", "q1111", 10).await;
+        visit(&host, "2222", "q2222", 11).await;
+        let p: Vec<Option<String>> = PAGES
+            .iter()
+            .map(|page| contact_of(&host, page, &format!("p{page}")))
+            .collect();
+        assert!(
+            p[0].is_some() && p.iter().all(|c| *c == p[0]),
+            "order {order:?}: {p:?}"
+        );
+        let q = (
+            contact_of(&host, "1111", "q1111"),
+            contact_of(&host, "2222", "q2222"),
+        );
+        assert!(q.0.is_some() && q.0 == q.1, "{q:?}");
+        assert_ne!(q.0, p[0], "two people are never merged");
+        let contact = host
+            .app
+            .core
+            .db
+            .contact(p[0].as_deref().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(contact["psids"].as_array().unwrap().len(), 3);
+        assert_eq!(contact["first_name"], "Pat");
+        assert!(sim.counters().ids_for_pages >= 3);
+        // Merging again changes nothing (idempotent): a second visit through every Page.
+        for (ts, page) in PAGES.iter().enumerate() {
+            visit(&host, page, &format!("p{page}"), 20 + ts as i64).await;
+        }
+        assert_eq!(contact_of(&host, "3333", "p3333"), p[0]);
+        assert_eq!(
+            host.app.core.db.rows_mentioning("contacts", "Pat").unwrap(),
+            1
+        );
+        host.stop(Duration::from_secs(5)).await.unwrap();
+        sim.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

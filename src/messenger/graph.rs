@@ -170,6 +170,59 @@ impl GraphClient {
     }
 }
 
+impl GraphClient {
+    /// `GET /{psid}/ids_for_pages`: the same person's PSIDs on the other Pages of the business, as
+    /// (page id, psid), following the paging cursors (at most 20 pages of results).
+    pub async fn ids_for_pages(
+        &self,
+        page: &PageAuth,
+        psid: &str,
+    ) -> Result<Vec<(String, String)>, GraphError> {
+        if psid.is_empty() || !psid.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(GraphError::Malformed("user id is not a PSID".into()));
+        }
+        let url = format!("{}/{}/ids_for_pages", self.base, psid);
+        let mut found = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..20 {
+            let mut query = page.query();
+            if let Some(cursor) = &after {
+                query.push(("after", cursor));
+            }
+            let reply = self
+                .http
+                .get(&url)
+                .query(&query)
+                .send()
+                .await
+                .map_err(transport)?;
+            let value = read_reply(reply).await?;
+            let items = value
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for item in &items {
+                let id = item.get("id").and_then(Value::as_str);
+                let page_id = item.pointer("/page/id").and_then(Value::as_str);
+                if let (Some(id), Some(page_id)) = (id, page_id) {
+                    found.push((page_id.to_string(), id.to_string()));
+                }
+            }
+            // Another page of results exists only when Meta gives a `next` link.
+            let next = value.pointer("/paging/next").is_some();
+            after = value
+                .pointer("/paging/cursors/after")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if !next || after.is_none() || items.is_empty() {
+                break;
+            }
+        }
+        Ok(found)
+    }
+}
+
 fn transport(e: reqwest::Error) -> GraphError {
     GraphError::Transport(e.without_url().to_string())
 }

@@ -211,6 +211,44 @@ impl Db {
         Ok(contact_id)
     }
 
+    /// "Merge Contact Profiles": `others` are the same person's PSIDs on other Pages, as (page id, psid,
+    /// endpoint id). Each is mapped to `contact_id`; a contact already holding one of them is folded into
+    /// `contact_id` (most recent value wins per field, first seen is the earliest). Idempotent, and the same
+    /// person reached through several Pages in any order ends as one contact.
+    pub fn merge_contacts(
+        &self,
+        contact_id: &str,
+        others: &[(String, String, String)],
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut merged = 0;
+        for (page_id, psid, endpoint_id) in others {
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT contact_id FROM contact_psids WHERE page_id = ?1 AND psid = ?2",
+                    params![page_id, psid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match holder {
+                Some(other) if other == contact_id => {}
+                Some(other) => {
+                    fold_contact(&tx, contact_id, &other)?;
+                    merged += 1;
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO contact_psids (page_id, psid, endpoint_id, contact_id) VALUES (?1, ?2, ?3, ?4)",
+                        params![page_id, psid, endpoint_id, contact_id],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(merged)
+    }
+
     /// Merges `patch` (a JSON object) into the contact's free `data` object (`data.contact` in a flow output).
     pub fn merge_contact_data(
         &self,
@@ -449,6 +487,65 @@ impl Db {
         }
         Ok(count)
     }
+}
+
+/// Moves everything of contact `from` into `into` and deletes `from`.
+fn fold_contact(tx: &rusqlite::Transaction<'_>, into: &str, from: &str) -> Result<(), StoreError> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<f64>,
+        Option<String>,
+        String,
+        i64,
+        i64,
+    );
+    let read = |id: &str| -> rusqlite::Result<Row> {
+        tx.query_row(
+            "SELECT first_name, last_name, profile_pic, profile_pic_ms, locale, timezone, gender, data, first_seen_ms, last_seen_ms
+             FROM contacts WHERE contact_id = ?1",
+            params![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?)),
+        )
+    };
+    let (a, b) = (read(into)?, read(from)?);
+    // Most recent wins: the fields of the contact seen last, falling back to the other's where it has none.
+    let (newer, older) = if b.9 > a.9 { (&b, &a) } else { (&a, &b) };
+    let pick_s = |n: &Option<String>, o: &Option<String>| n.clone().or_else(|| o.clone());
+    let mut data: Map<String, Value> = serde_json::from_str(&older.7).unwrap_or_default();
+    let newer_data: Map<String, Value> = serde_json::from_str(&newer.7).unwrap_or_default();
+    data.extend(newer_data);
+    tx.execute(
+        "UPDATE contacts SET first_name = ?2, last_name = ?3, profile_pic = ?4, profile_pic_ms = ?5, locale = ?6,
+            timezone = ?7, gender = ?8, data = ?9, first_seen_ms = ?10, last_seen_ms = ?11
+         WHERE contact_id = ?1",
+        params![
+            into,
+            pick_s(&newer.0, &older.0),
+            pick_s(&newer.1, &older.1),
+            pick_s(&newer.2, &older.2),
+            newer.3.or(older.3),
+            pick_s(&newer.4, &older.4),
+            newer.5.or(older.5),
+            pick_s(&newer.6, &older.6),
+            Value::Object(data).to_string(),
+            a.8.min(b.8),
+            a.9.max(b.9)
+        ],
+    )?;
+    tx.execute(
+        "UPDATE contact_psids SET contact_id = ?1 WHERE contact_id = ?2",
+        params![into, from],
+    )?;
+    tx.execute(
+        "UPDATE transcripts SET contact_id = ?1 WHERE contact_id = ?2",
+        params![into, from],
+    )?;
+    tx.execute("DELETE FROM contacts WHERE contact_id = ?1", params![from])?;
+    Ok(())
 }
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
