@@ -113,6 +113,7 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
             user_id: user.id().to_string(),
             session_id,
         },
+        sensitive_values(ep, &input),
     );
     let profile_json = profile.as_ref().map(Value::to_string);
 
@@ -307,6 +308,28 @@ fn record_transcript(
     if let Err(e) = core.db.record_turn(&turn) {
         tracing::warn!(endpoint = %ep.id, error = %e, "transcript not stored");
     }
+}
+
+/// What `mask_sensitive_logging` hides from plugin log lines: the user's ids, text and names.
+fn sensitive_values(ep: &Endpoint, input: &FlowInput) -> Vec<String> {
+    if !ep.config.data_protection.mask_sensitive_logging {
+        return Vec::new();
+    }
+    let mut values = vec![input.user_id.clone()];
+    values.extend(input.text.iter().cloned());
+    for key in ["first_name", "last_name", "contact_id"] {
+        if let Some(v) = input
+            .data
+            .get("profile")
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+        {
+            values.push(v.to_string());
+        }
+    }
+    // Longest first, so that a value containing another is masked whole.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
 }
 
 /// Runs the input hook (when the plugin has one): the patch lands in `input`.

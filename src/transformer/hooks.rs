@@ -71,11 +71,14 @@ impl EndpointPlugin {
     }
 
     /// The hooks of one turn; inert when no plugin is active.
+    /// `sensitive`: values (user id, text, names) the plugin's log lines must not show when the endpoint masks
+    /// sensitive logging; empty otherwise.
     pub fn begin(
         &self,
         metrics: &Arc<Metrics>,
         storage: Arc<dyn SessionStorage>,
         key: SessionKey,
+        sensitive: Vec<String>,
     ) -> TurnHooks {
         let Some(plugin) = self.current() else {
             return TurnHooks::inert();
@@ -83,6 +86,10 @@ impl EndpointPlugin {
         let log: Arc<dyn LogSink> = Arc::new(PluginLog {
             endpoint: Arc::clone(&self.endpoint_id),
             plugin: plugin.name.clone(),
+            sensitive: sensitive
+                .into_iter()
+                .filter(|s| s.chars().count() >= 2)
+                .collect(),
         });
         let turn = plugin.turn(TurnContext {
             limits: Arc::clone(&self.limits),
@@ -327,10 +334,22 @@ fn parse_messages(messages: &[String]) -> Vec<Value> {
 struct PluginLog {
     endpoint: Arc<str>,
     plugin: String,
+    /// Replaced by asterisks in every line (`mask_sensitive_logging`).
+    sensitive: Vec<String>,
 }
 
 impl LogSink for PluginLog {
     fn log(&self, level: Level, message: &str) {
+        let masked;
+        let message = if self.sensitive.iter().any(|s| message.contains(s.as_str())) {
+            masked = self
+                .sensitive
+                .iter()
+                .fold(message.to_string(), |m, s| m.replace(s.as_str(), "***"));
+            masked.as_str()
+        } else {
+            message
+        };
         let (endpoint, plugin) = (&*self.endpoint, self.plugin.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "ferry::plugin", endpoint, plugin, "{message}"),

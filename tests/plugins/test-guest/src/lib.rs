@@ -5,7 +5,7 @@
 //! Input commands: `loop`, `bomb`, `trap`, `err`, `drop`, `reply`,
 //! `reply-invalid`, `reply-array`, `patch`, `patch-long-user`,
 //! `patch-bad-data`, `big-reply`, `http <url>`, `http-many <n> <url>`,
-//! `storage-get`, `storage-set <json>`, `print`, `counter`; anything else
+//! `storage-get`, `storage-set <json>`, `print`, `log-user`, `counter`; anything else
 //! forwards an empty patch.
 //!
 //! Output commands: `skip`, `send`, `invalid`, `loop`, `trap`, `counter`,
@@ -99,6 +99,10 @@ impl InputGuest for Component {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("err: {e}"),
             }),
+            "log-user" => {
+                log(Level::Warn, &format!("user {} wrote {:?}", event.input.user_id, text));
+                InputDecision::Forward(empty_patch())
+            }
             "print" => {
                 println!("to stdout");
                 eprintln!("to stderr");
