@@ -5,16 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "==> toolchain"
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup component add rustfmt clippy
 
-if [ -x scripts/build-plugins.sh ]; then
-  echo "==> plugins"
-  scripts/build-plugins.sh
-fi
+echo "==> plugins (Rust, Python and JavaScript components the tests load)"
+bash scripts/build-plugins.sh
 
 echo "==> format and lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+
+echo "==> plugin unit tests (python-greeter's plain-Python logic)"
+python3 plugins/python-greeter/tests/test_greeter.py
 
 echo "==> tests"
 cargo test --locked --all-targets -- --test-threads 4
