@@ -500,3 +500,26 @@ async fn one_person_across_three_pages_is_one_contact_in_any_order_and_two_peopl
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[tokio::test]
+async fn a_changed_profile_updates_the_contact() {
+    let flow = seeing_flow().await;
+    let dir = temp_dir();
+    let ep = endpoint_toml(&flow.toml(), quiet_messenger());
+    let h = Harness::start_with(sim_config(vec![sim_user("u1", "Ada")]), &server(&dir), &ep).await;
+    say(&h, "u1", "m1", "hello", 1).await;
+    let (_, before) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    h.host.stop(Duration::from_secs(5)).await.unwrap();
+    // The user renamed themselves on Facebook; the next profile fetch brings the new name.
+    let mut renamed = sim_user("u1", "Adelaide");
+    renamed.profile_pic = "https://pics.example/new.jpg".into();
+    let h = Harness::start_with(sim_config(vec![renamed]), &server(&dir), &ep).await;
+    say(&h, "u1", "m2", "again", 2).await;
+    let (_, after) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
+    assert_eq!(after["contact_id"], before["contact_id"]);
+    assert_eq!(before["first_name"], "Ada");
+    assert_eq!(after["first_name"], "Adelaide");
+    assert_eq!(after["profile_pic"], "https://pics.example/new.jpg");
+    assert_eq!(after["first_seen_ms"], before["first_seen_ms"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
