@@ -350,6 +350,30 @@ async fn an_unusable_database_is_a_clear_error_not_a_panic() {
     assert!(error.contains(&file.display().to_string()), "{error}");
     let _ = std::fs::remove_file(&file);
 
+    // A database another process holds locked: Ferry waits its busy timeout, then says so.
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let holder = rusqlite::Connection::open(dir.join("ferry.db")).unwrap();
+    holder
+        .execute_batch("CREATE TABLE t (x INTEGER); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let config = ferry::config::Config::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{}",
+        dir.display(),
+        endpoint_toml("kind = \"echo\"", "")
+    ))
+    .unwrap();
+    let error = match ferry::run::start(config, listener().await).await {
+        Ok(_) => panic!("started on a locked database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("cannot open the database") && error.contains("locked"),
+        "{error}"
+    );
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&dir);
+
     // A read-only database file.
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).unwrap();
@@ -521,5 +545,33 @@ async fn a_changed_profile_updates_the_contact() {
     assert_eq!(after["first_name"], "Adelaide");
     assert_eq!(after["profile_pic"], "https://pics.example/new.jpg");
     assert_eq!(after["first_seen_ms"], before["first_seen_ms"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_failed_ids_for_pages_leaves_contacts_separate_and_a_later_turn_merges_them() {
+    let dir = temp_dir();
+    let (sim, host) = business_host(&dir).await;
+    sim.set_faults(ferry::sim::Faults {
+        ids_for_pages_error: true,
+        ..Default::default()
+    });
+    visit(&host, "1111", "p1111", 1).await;
+    visit(&host, "2222", "p2222", 2).await;
+    let (a, b) = (
+        contact_of(&host, "1111", "p1111"),
+        contact_of(&host, "2222", "p2222"),
+    );
+    assert!(a.is_some() && b.is_some());
+    assert_ne!(a, b, "the call failed: two separate contacts, nothing lost");
+    sim.set_faults(ferry::sim::Faults::default());
+    visit(&host, "2222", "p2222", 3).await;
+    assert_eq!(
+        contact_of(&host, "1111", "p1111"),
+        contact_of(&host, "2222", "p2222"),
+        "merged once Meta answers"
+    );
+    host.stop(Duration::from_secs(5)).await.unwrap();
+    sim.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }

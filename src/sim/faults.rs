@@ -24,6 +24,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// One-shot faults for the next send calls, in order; each replaces the random draw for its call.
     pub next: VecDeque<Fault>,
+    /// `ids_for_pages` answers Meta's temporary error (code 2) while set.
+    pub ids_for_pages_error: bool,
     pub seed: u64,
 }
 

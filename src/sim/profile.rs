@@ -141,6 +141,9 @@ fn ids_for_pages(
     sim.check_version(call)?;
     let page = sim.authenticate(call)?;
     *page_id = Some(page.id.clone());
+    if sim.faults().ids_for_pages_error {
+        return Err(GraphError::unexpected());
+    }
     let user = match sim.dir.lookup(&page.id, call.node) {
         Lookup::Known(user) => Some(user),
         // A made-up user has no other Pages.
