@@ -93,7 +93,7 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
         merge_contact(core, ep, id, psid).await;
     }
     if let (Some(Value::Object(p)), Some(id)) = (profile.as_mut(), &contact_id) {
-        p.insert("contact_id".into(), json!(id));
+        add_contact(core, p, id);
     }
     let session_id = match core.db.session_for(&ep.id, user.id(), ep.session_policy) {
         Ok(id) => id,
@@ -215,6 +215,32 @@ fn remember_contact(
         Err(e) => {
             tracing::warn!(endpoint = %ep.id, error = %e, "contact not updated");
             None
+        }
+    }
+}
+
+/// The flow and the plugins see the merged contact in `data.profile`: its id, the person's PSIDs on the
+/// business's Pages, the free `data` the flow keeps there, and profile fields other Pages filled in.
+fn add_contact(core: &Core, profile: &mut Map<String, Value>, contact_id: &str) {
+    profile.insert("contact_id".into(), json!(contact_id));
+    let Ok(Some(Value::Object(contact))) = core.db.contact(contact_id) else {
+        return;
+    };
+    for key in [
+        "first_name",
+        "last_name",
+        "profile_pic",
+        "locale",
+        "timezone",
+        "gender",
+    ] {
+        if let Some(value) = contact.get(key).filter(|v| !v.is_null()) {
+            profile.entry(key).or_insert_with(|| value.clone());
+        }
+    }
+    for key in ["data", "psids"] {
+        if let Some(value) = contact.get(key) {
+            profile.insert(format!("contact_{key}"), value.clone());
         }
     }
 }

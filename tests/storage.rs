@@ -175,6 +175,14 @@ async fn contacts_are_filled_from_profiles_and_flow_data_and_transcripts_record_
     let (status, contact) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
     assert_eq!(status, 200, "{contact}");
     assert_eq!(contact["contact_id"], contact_id.as_str());
+    // A later turn's flow input carries the contact data the flow saved, and the person's PSIDs.
+    say(&h, "u1", "m5", "later", 5).await;
+    let last = flow.requests().last().cloned().unwrap();
+    assert_eq!(
+        last["data"]["profile"]["contact_data"],
+        json!({"tier": "gold"})
+    );
+    assert_eq!(last["data"]["profile"]["contact_psids"][0]["psid"], "u1");
     assert_eq!(contact["first_name"], "Ada");
     assert_eq!(contact["last_name"], "Tester");
     assert_eq!(contact["profile_pic"], "https://pics.example/u1.jpg");
@@ -189,7 +197,10 @@ async fn contacts_are_filled_from_profiles_and_flow_data_and_transcripts_record_
         .iter()
         .map(|t| t["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["completed", "completed", "dropped", "replied"]);
+    assert_eq!(
+        outcomes,
+        ["completed", "completed", "dropped", "replied", "completed"]
+    );
     assert_eq!(turns[0]["input"]["text"], "hello");
     assert_eq!(turns[0]["outputs"][0]["text"], "seen: hello");
     assert!(turns[0]["sent"][0]["message_id"]
