@@ -1,5 +1,5 @@
-//! The admin API (bearer `server.admin_token`): upload, inspect, roll back and remove an endpoint's
-//! transformer plugin.
+//! The admin API (bearer `server.admin_token`): an endpoint's transformer plugin, and contacts (inspection,
+//! transcript export, the right to erasure).
 //!
 //! | route | what |
 //! |---|---|
@@ -7,6 +7,9 @@
 //! | `GET /admin/endpoints/{id}/transformer` | active version and history |
 //! | `POST /admin/endpoints/{id}/transformer/rollback` | activate the previous version |
 //! | `DELETE /admin/endpoints/{id}/transformer` | deactivate |
+//! | `GET /admin/contacts?endpoint=..&psid=..`, `GET /admin/contacts/{id}` | a contact |
+//! | `GET /admin/contacts/{id}/transcript` | its turns, oldest first |
+//! | `DELETE /admin/contacts/{id}` | erase the contact and everything about it |
 //!
 //! Activation swaps an `Arc`: turns in flight finish on the version they started with.
 

@@ -190,6 +190,16 @@ impl App {
     /// Deletes what each endpoint's data protection settings no longer allow to keep; returns rows deleted.
     pub fn apply_retention(&self) -> usize {
         let mut deleted = 0;
+        let longest = self
+            .endpoints
+            .values()
+            .map(|e| e.session_policy.max_ms)
+            .max()
+            .unwrap_or(0);
+        match self.core.db.purge_sessions(longest) {
+            Ok(n) => deleted += n,
+            Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
         for ep in self.endpoints.values() {
             match self
                 .core

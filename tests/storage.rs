@@ -339,6 +339,16 @@ async fn the_retention_job_deletes_old_transcripts_and_contacts() {
     assert_eq!(db.rows_mentioning("contact_psids", "u1").unwrap(), 0);
     assert_eq!(db.rows_mentioning("transcripts", "u2").unwrap(), 1);
     assert_eq!(db.rows_mentioning("contact_psids", "u2").unwrap(), 1);
+    // Sessions idle beyond the server cap (120 minutes here) went too, with their plugin storage.
+    assert_eq!(db.rows_mentioning("sessions", "u1").unwrap(), 0);
+    assert_eq!(db.rows_mentioning("sessions", "u2").unwrap(), 0);
+    say(&h, "u2", "m3", "fresh", 3).await;
+    h.host.app.apply_retention();
+    assert_eq!(
+        db.rows_mentioning("sessions", "u2").unwrap(),
+        1,
+        "a live session stays"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

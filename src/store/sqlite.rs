@@ -433,6 +433,25 @@ impl Db {
         })))
     }
 
+    /// Deletes sessions (and their plugin storage) idle for longer than `max_ms`: they can never be resumed,
+    /// and a user who never comes back would otherwise keep them forever.
+    pub fn purge_sessions(&self, max_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = self.now_ms() - max_ms;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let values = tx.execute(
+            "DELETE FROM session_values WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.endpoint_id = session_values.endpoint_id
+               AND s.user_id = session_values.user_id AND s.session_id = session_values.session_id AND s.last_seen_ms < ?1)",
+            params![cutoff],
+        )?;
+        let sessions = tx.execute(
+            "DELETE FROM sessions WHERE last_seen_ms < ?1",
+            params![cutoff],
+        )?;
+        tx.commit()?;
+        Ok(values + sessions)
+    }
+
     /// Deletes transcripts and contacts not seen for `days` (per endpoint for transcripts).
     pub fn apply_retention(&self, endpoint_id: &str, days: u64) -> Result<usize, StoreError> {
         if days == 0 {
