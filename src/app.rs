@@ -145,6 +145,7 @@ impl App {
     /// endpoints.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>, StoreError> {
         let db = Arc::new(Db::open(&config.server.data_dir, clock)?);
+        Db::spawn_writer(&db);
         let graph_http = http_client(Duration::from_millis(config.graph.timeout_ms));
         // Flow timeouts are enforced per call by `Flow::run`; the client itself only needs a ceiling.
         let flow_http = http_client(Duration::from_secs(3600));

@@ -43,6 +43,7 @@ impl Running {
         }
         (&mut self.task).await.context("server task failed")??;
         wait_idle(&self.app, grace).await;
+        self.app.core.db.flush()?;
         Ok(())
     }
 }
@@ -115,6 +116,9 @@ pub async fn serve(
             pending = app.dispatcher.pending(),
             "turns still in flight at shutdown were abandoned"
         );
+    }
+    if let Err(e) = app.core.db.flush() {
+        tracing::error!(error = %e, "last transcripts not stored at shutdown");
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The SQLite implementation of the store.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -79,7 +80,27 @@ pub const USER_TABLES: &[&str] = &[
 pub struct Db {
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    /// Live sessions, so that a turn does not write `last_seen` every time (see [`LAST_SEEN_WRITE_MS`]).
+    sessions: Mutex<HashMap<(String, String), CachedSession>>,
+    /// Transcript rows waiting for the writer (see [`Db::record_turn`]).
+    pending_turns: Mutex<Vec<TranscriptTurn>>,
 }
+
+#[derive(Clone)]
+struct CachedSession {
+    id: String,
+    started_ms: i64,
+    last_seen_ms: i64,
+    /// The `last_seen_ms` the database holds.
+    stored_last_seen_ms: i64,
+}
+
+/// `last_seen` is written at most this often per session: expiry is configured in minutes, so after a
+/// crash a session may look up to this much older than it was, never younger.
+const LAST_SEEN_WRITE_MS: i64 = 30_000;
+
+/// How often the transcript writer commits queued turns.
+const TRANSCRIPT_FLUSH: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Db {
     /// Opens (creating) `<data_dir>/ferry.db` and applies the migrations.
@@ -101,6 +122,8 @@ impl Db {
         Ok(Db {
             conn: Mutex::new(conn),
             clock,
+            sessions: Mutex::default(),
+            pending_turns: Mutex::default(),
         })
     }
 
@@ -122,6 +145,64 @@ impl Db {
         policy: SessionPolicy,
     ) -> Result<String, StoreError> {
         let now = self.now_ms();
+        let key = (endpoint_id.to_string(), user_id.to_string());
+        let live = |s: &CachedSession| {
+            let idle = policy.idle_ms > 0 && now - s.last_seen_ms > policy.idle_ms;
+            !idle && now - s.started_ms <= policy.max_ms
+        };
+        let cached = {
+            let mut cache = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get_mut(&key) {
+                Some(s) if live(s) => {
+                    s.last_seen_ms = now;
+                    let write = now - s.stored_last_seen_ms >= LAST_SEEN_WRITE_MS;
+                    if write {
+                        s.stored_last_seen_ms = now;
+                    }
+                    Some((s.id.clone(), write))
+                }
+                _ => None,
+            }
+        };
+        if let Some((id, write)) = cached {
+            if write {
+                self.conn().execute(
+                    "UPDATE sessions SET last_seen_ms = ?3 WHERE endpoint_id = ?1 AND user_id = ?2",
+                    params![endpoint_id, user_id, now],
+                )?;
+            }
+            return Ok(id);
+        }
+        let (id, started_ms) = self.session_from_db(endpoint_id, user_id, policy, now)?;
+        let cached = CachedSession {
+            id: id.clone(),
+            started_ms,
+            last_seen_ms: now,
+            stored_last_seen_ms: now,
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, cached);
+        Ok(id)
+    }
+
+    /// Forgets cached sessions (after erasure or purges, which delete rows behind the cache's back).
+    fn forget_cached_sessions(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The session as the database has it (creating or renewing it), with its start time.
+    fn session_from_db(
+        &self,
+        endpoint_id: &str,
+        user_id: &str,
+        policy: SessionPolicy,
+        now: i64,
+    ) -> Result<(String, i64), StoreError> {
         let conn = self.conn();
         let current: Option<(String, i64, i64)> = conn
             .query_row(
@@ -138,7 +219,7 @@ impl Db {
                     "UPDATE sessions SET last_seen_ms = ?3 WHERE endpoint_id = ?1 AND user_id = ?2",
                     params![endpoint_id, user_id, now],
                 )?;
-                return Ok(id.clone());
+                return Ok((id.clone(), *started));
             }
             conn.execute(
                 "DELETE FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
@@ -151,7 +232,7 @@ impl Db {
              ON CONFLICT (endpoint_id, user_id) DO UPDATE SET session_id = ?3, started_ms = ?4, last_seen_ms = ?4",
             params![endpoint_id, user_id, id, now],
         )?;
-        Ok(id)
+        Ok((id, now))
     }
 
     /// Copies a fetched profile into the user's contact (created on first sight) and returns its id.
@@ -220,6 +301,7 @@ impl Db {
         contact_id: &str,
         others: &[(String, String, String)],
     ) -> Result<usize, StoreError> {
+        self.flush()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut merged = 0;
@@ -329,28 +411,49 @@ impl Db {
         Ok(Some(contact))
     }
 
+    /// Queues a turn for the transcript writer, which commits queued rows together every
+    /// [`TRANSCRIPT_FLUSH`]: one commit per batch instead of per turn (commits dominated a turn's cost).
+    /// Readers flush first, so they always see every recorded turn; a crash can lose the last batch.
     pub fn record_turn(&self, turn: &TranscriptTurn) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO transcripts (turn_id, endpoint_id, user_id, contact_id, session_id, at_ms, input, outputs, sent, outcome)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                new_session_id(),
-                turn.endpoint_id,
-                turn.user_id,
-                turn.contact_id,
-                turn.session_id,
-                turn.at_ms,
-                turn.input.to_string(),
-                turn.outputs.to_string(),
-                turn.sent.to_string(),
-                turn.outcome
-            ],
-        )?;
+        let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push(turn.clone());
         Ok(())
+    }
+
+    /// Writes every queued transcript row now.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut *pending);
+        // The connection is taken before the queue is released: a reader that flushes after us waits for
+        // this batch to be committed instead of reading around it.
+        let mut conn = self.conn();
+        drop(pending);
+        insert_turns(&mut conn, &batch)
+    }
+
+    /// Starts the transcript writer; it stops when the database is dropped.
+    pub fn spawn_writer(db: &Arc<Db>) {
+        let weak = Arc::downgrade(db);
+        let spawned = std::thread::Builder::new()
+            .name("ferry-transcripts".into())
+            .spawn(move || loop {
+                std::thread::sleep(TRANSCRIPT_FLUSH);
+                let Some(db) = weak.upgrade() else { return };
+                if let Err(e) = db.flush() {
+                    tracing::warn!(error = %e, "transcripts not stored");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the transcript writer; transcripts are written by readers only");
+        }
     }
 
     /// A contact's transcript, oldest turn first.
     pub fn transcript(&self, contact_id: &str) -> Result<Vec<Value>, StoreError> {
+        self.flush()?;
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT endpoint_id, session_id, at_ms, input, outputs, sent, outcome FROM transcripts
@@ -376,6 +479,7 @@ impl Db {
     /// Right to erasure: the contact, its PSID mappings, its transcripts, its users' sessions and plugin
     /// session storage. Answers how many rows of each table went.
     pub fn erase_contact(&self, contact_id: &str) -> Result<Option<Value>, StoreError> {
+        self.flush()?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists: Option<String> = tx
@@ -424,6 +528,8 @@ impl Db {
             params![contact_id],
         )?;
         tx.commit()?;
+        drop(conn);
+        self.forget_cached_sessions();
         Ok(Some(json!({
             "contact_id": contact_id,
             "deleted": {
@@ -449,11 +555,14 @@ impl Db {
             params![cutoff],
         )?;
         tx.commit()?;
+        drop(conn);
+        self.forget_cached_sessions();
         Ok(values + sessions)
     }
 
     /// Deletes transcripts and contacts not seen for `days` (per endpoint for transcripts).
     pub fn apply_retention(&self, endpoint_id: &str, days: u64) -> Result<usize, StoreError> {
+        self.flush()?;
         if days == 0 {
             return Ok(0);
         }
@@ -485,6 +594,7 @@ impl Db {
 
     /// Rows of a table that mention `needle` in any column (tests scan every table after an erasure).
     pub fn rows_mentioning(&self, table: &str, needle: &str) -> Result<usize, StoreError> {
+        self.flush()?;
         if !USER_TABLES.contains(&table) {
             return Err(StoreError::Sql(format!("unknown table {table}")));
         }
@@ -564,6 +674,30 @@ fn fold_contact(tx: &rusqlite::Transaction<'_>, into: &str, from: &str) -> Resul
         params![into, from],
     )?;
     tx.execute("DELETE FROM contacts WHERE contact_id = ?1", params![from])?;
+    Ok(())
+}
+
+fn insert_turns(conn: &mut Connection, turns: &[TranscriptTurn]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for turn in turns {
+        tx.execute(
+        "INSERT INTO transcripts (turn_id, endpoint_id, user_id, contact_id, session_id, at_ms, input, outputs, sent, outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            new_session_id(),
+            turn.endpoint_id,
+            turn.user_id,
+            turn.contact_id,
+            turn.session_id,
+            turn.at_ms,
+            turn.input.to_string(),
+            turn.outputs.to_string(),
+            turn.sent.to_string(),
+            turn.outcome
+        ],
+        )?;
+    }
+    tx.commit()?;
     Ok(())
 }
 
