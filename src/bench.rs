@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// Send typing indicators (one extra Send API call per message).
     #[arg(long)]
     pub typing: bool,
+    /// Do not store transcripts (`data_protection.collect_conversations = false`).
+    #[arg(long)]
+    pub no_transcripts: bool,
     /// Run this transformer plugin on every turn (all the hooks it exports).
     #[arg(long)]
     pub plugin: Option<std::path::PathBuf>,
@@ -47,11 +50,12 @@ pub struct BenchReport {
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
-        "ferry bench: {} events from {} users over {} connections, echo flow, typing indicators {}, plugin {}",
+        "ferry bench: {} events from {} users over {} connections, echo flow, typing indicators {}, transcripts {}, plugin {}",
         args.events,
         args.users,
         args.connections,
         if args.typing { "on" } else { "off" },
+        if args.no_transcripts { "off" } else { "on" },
         args.plugin.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "none".into())
     );
     let r = measure(&args).await?;
@@ -101,6 +105,8 @@ request = false
 typing_indicators = {}
 message_delay_ms = 0
 mark_seen = false
+[endpoint.data_protection]
+collect_conversations = {transcripts}
 [endpoint.flow]
 kind = "echo"
 {transformer}
@@ -108,6 +114,7 @@ kind = "echo"
         sim.url(),
         args.typing,
         data_dir = data_dir.display().to_string(),
+        transcripts = !args.no_transcripts,
     ))?;
     let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
     let url = host.webhook_url("bench");
