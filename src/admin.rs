@@ -86,6 +86,13 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The bearer token checked first, then the endpoint looked up: an unknown id is never revealed to a caller
+/// without the token.
+fn authorized_endpoint(app: &App, headers: &HeaderMap, id: &str) -> Result<Arc<Endpoint>, Refusal> {
+    authorize(app, headers)?;
+    endpoint(app, id)
+}
+
 fn endpoint(app: &App, id: &str) -> Result<Arc<Endpoint>, Refusal> {
     app.endpoints
         .get(id)
@@ -140,10 +147,7 @@ async fn upload(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied.into_response();
-    }
-    let ep = match endpoint(&app, &id) {
+    let ep = match authorized_endpoint(&app, &headers, &id) {
         Ok(ep) => ep,
         Err(r) => return r.into_response(),
     };
@@ -173,10 +177,7 @@ async fn upload(
 }
 
 async fn show(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied.into_response();
-    }
-    let ep = match endpoint(&app, &id) {
+    let ep = match authorized_endpoint(&app, &headers, &id) {
         Ok(ep) => ep,
         Err(r) => return r.into_response(),
     };
@@ -192,10 +193,7 @@ async fn rollback(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied.into_response();
-    }
-    let ep = match endpoint(&app, &id) {
+    let ep = match authorized_endpoint(&app, &headers, &id) {
         Ok(ep) => ep,
         Err(r) => return r.into_response(),
     };
@@ -233,10 +231,7 @@ async fn deactivate(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied.into_response();
-    }
-    let ep = match endpoint(&app, &id) {
+    let ep = match authorized_endpoint(&app, &headers, &id) {
         Ok(ep) => ep,
         Err(r) => return r.into_response(),
     };
@@ -274,10 +269,7 @@ async fn find_contact(
     headers: HeaderMap,
     Query(q): Query<ContactQuery>,
 ) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied.into_response();
-    }
-    let ep = match endpoint(&app, &q.endpoint) {
+    let ep = match authorized_endpoint(&app, &headers, &q.endpoint) {
         Ok(ep) => ep,
         Err(r) => return r.into_response(),
     };
