@@ -188,7 +188,9 @@ impl WasiHttpHooks for HttpPolicy {
                 .await
                 .map_err(|_| wasmtime_wasi_http::Error::HttpRequestDenied)??;
             if let Err(denial) = verdict {
-                tracing::debug!(?denial, uri = %request.uri(), "plugin HTTP request denied");
+                // Host only: a query string may carry the plugin's own credentials.
+                let host = request.uri().host().unwrap_or("").to_string();
+                tracing::debug!(?denial, %host, "plugin HTTP request denied");
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
             let sending = wasmtime_wasi_http::default_send_request(request, Some(options));
