@@ -83,13 +83,16 @@ impl EndpointPlugin {
         let Some(plugin) = self.current() else {
             return TurnHooks::inert();
         };
-        let log: Arc<dyn LogSink> = Arc::new(PluginLog {
-            endpoint: Arc::clone(&self.endpoint_id),
-            plugin: plugin.name.clone(),
-            sensitive: sensitive
+        let masker = Arc::new(Masker(
+            sensitive
                 .into_iter()
                 .filter(|s| s.chars().count() >= 2)
                 .collect(),
+        ));
+        let log: Arc<dyn LogSink> = Arc::new(PluginLog {
+            endpoint: Arc::clone(&self.endpoint_id),
+            plugin: plugin.name.clone(),
+            masker: Arc::clone(&masker),
         });
         let turn = plugin.turn(TurnContext {
             limits: Arc::clone(&self.limits),
@@ -107,6 +110,7 @@ impl EndpointPlugin {
             abort_on_error: self.abort_on_error,
             endpoint: Arc::clone(&self.endpoint_id),
             metrics: Some(Arc::clone(metrics)),
+            masker,
         }
     }
 }
@@ -136,6 +140,7 @@ pub struct TurnHooks {
     abort_on_error: bool,
     endpoint: Arc<str>,
     metrics: Option<Arc<Metrics>>,
+    masker: Arc<Masker>,
 }
 
 impl TurnHooks {
@@ -148,6 +153,7 @@ impl TurnHooks {
             abort_on_error: false,
             endpoint: Arc::from(""),
             metrics: None,
+            masker: Arc::default(),
         }
     }
 
@@ -306,7 +312,8 @@ impl TurnHooks {
             kind = error.kind(),
             abort_on_error = self.abort_on_error,
             backtrace,
-            "plugin hook failed: {error}"
+            "plugin hook failed: {}",
+            self.masker.mask(&error.to_string())
         );
         if let Some(metrics) = &self.metrics {
             metrics.inc(
@@ -334,22 +341,30 @@ fn parse_messages(messages: &[String]) -> Vec<Value> {
 struct PluginLog {
     endpoint: Arc<str>,
     plugin: String,
-    /// Replaced by asterisks in every line (`mask_sensitive_logging`).
-    sensitive: Vec<String>,
+    masker: Arc<Masker>,
+}
+
+/// Values replaced by asterisks in every plugin log line and hook error (`mask_sensitive_logging`); empty
+/// when the endpoint does not mask.
+#[derive(Default)]
+struct Masker(Vec<String>);
+
+impl Masker {
+    fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        if !self.0.iter().any(|s| text.contains(s.as_str())) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        std::borrow::Cow::Owned(
+            self.0
+                .iter()
+                .fold(text.to_string(), |m, s| m.replace(s.as_str(), "***")),
+        )
+    }
 }
 
 impl LogSink for PluginLog {
     fn log(&self, level: Level, message: &str) {
-        let masked;
-        let message = if self.sensitive.iter().any(|s| message.contains(s.as_str())) {
-            masked = self
-                .sensitive
-                .iter()
-                .fold(message.to_string(), |m, s| m.replace(s.as_str(), "***"));
-            masked.as_str()
-        } else {
-            message
-        };
+        let message = self.masker.mask(message);
         let (endpoint, plugin) = (&*self.endpoint, self.plugin.as_str());
         match level {
             Level::Trace => tracing::trace!(target: "ferry::plugin", endpoint, plugin, "{message}"),
