@@ -118,63 +118,40 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
     let profile_json = profile.as_ref().map(Value::to_string);
 
     // ── INPUT HOOK: a plugin may patch `input`, drop the event, or answer directly. ──
-    match input_hook(&mut hooks, ep, event, &mut input, &profile_json).await {
-        InputStep::Forward => {}
-        InputStep::Drop => {
-            finish(&mut hooks, ep, &input, TurnOutcome::Dropped, &[], &delivery).await;
-            record_transcript(
-                core,
-                ep,
-                &user,
-                &contact_id,
-                &input,
-                &[],
-                &delivery,
-                Outcome::Dropped,
-            );
-            return Outcome::Dropped;
-        }
-        InputStep::Reply(messages) => {
-            for message in messages {
-                delivery.message(message).await;
+    let answered_by_plugin =
+        match input_hook(&mut hooks, ep, event, &mut input, &profile_json).await {
+            InputStep::Forward => None,
+            InputStep::Drop => Some(Outcome::Dropped),
+            InputStep::Reply(messages) => {
+                for message in messages {
+                    delivery.message(message).await;
+                }
+                Some(Outcome::Replied)
             }
-            finish(&mut hooks, ep, &input, TurnOutcome::Replied, &[], &delivery).await;
-            record_transcript(
+        };
+
+    let (outputs, outcome) = match answered_by_plugin {
+        Some(outcome) => (Vec::new(), outcome),
+        None => {
+            run_flow_and_deliver(
                 core,
                 ep,
-                &user,
-                &contact_id,
+                &mut delivery,
+                &mut hooks,
                 &input,
-                &[],
-                &delivery,
-                Outcome::Replied,
-            );
-            return Outcome::Replied;
-        }
-    }
-
-    let (outputs, outcome) = match call_flow(core, ep, &input).await {
-        Ok(outputs) => (outputs, Outcome::Completed),
-        Err(_) => {
-            let fallback = ep.config.flow.fallback_text.iter().map(|text| FlowOutput {
-                text: Some(text.clone()),
-                data: None,
-            });
-            (fallback.collect(), Outcome::FlowFailed)
+                &profile_json,
+                &contact_id,
+            )
+            .await
         }
     };
-    if let Some(id) = &contact_id {
-        save_contact_data(core, ep, id, &outputs);
-    }
-    for output in &outputs {
-        // ── OUTPUT HOOK (inside): a plugin sees the raw output and its Send API messages. ──
-        deliver_output(&mut delivery, &mut hooks, ep, &input, &profile_json, output).await;
-    }
 
     // ── EXECUTION FINISHED HOOK: the plugin sees every output and every message sent. ──
     let tx_outcome = match outcome {
         Outcome::FlowFailed => TurnOutcome::FlowFailed,
-        _ => TurnOutcome::Completed,
+        Outcome::Dropped => TurnOutcome::Dropped,
+        Outcome::Replied => TurnOutcome::Replied,
+        Outcome::Completed | Outcome::NoUser => TurnOutcome::Completed,
     };
     finish(&mut hooks, ep, &input, tx_outcome, &outputs, &delivery).await;
     record_transcript(
@@ -188,6 +165,36 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
         outcome,
     );
     outcome
+}
+
+/// Calls the flow (its fallback text when it fails) and delivers every output through the output hook.
+async fn run_flow_and_deliver(
+    core: &Core,
+    ep: &Endpoint,
+    delivery: &mut Delivery<'_>,
+    hooks: &mut TurnHooks,
+    input: &FlowInput,
+    profile_json: &Option<String>,
+    contact_id: &Option<String>,
+) -> (Vec<FlowOutput>, Outcome) {
+    let (outputs, outcome) = match call_flow(core, ep, input).await {
+        Ok(outputs) => (outputs, Outcome::Completed),
+        Err(_) => {
+            let fallback = ep.config.flow.fallback_text.iter().map(|text| FlowOutput {
+                text: Some(text.clone()),
+                data: None,
+            });
+            (fallback.collect(), Outcome::FlowFailed)
+        }
+    };
+    if let Some(id) = contact_id {
+        save_contact_data(core, ep, id, &outputs);
+    }
+    for output in &outputs {
+        // ── OUTPUT HOOK (inside): a plugin sees the raw output and its Send API messages. ──
+        deliver_output(delivery, hooks, ep, input, profile_json, output).await;
+    }
+    (outputs, outcome)
 }
 
 /// "Update Contact Profiles": the fetched profile goes into the user's contact; returns the contact id.
