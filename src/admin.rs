@@ -10,6 +10,7 @@
 //! | `GET /admin/contacts?endpoint=..&psid=..`, `GET /admin/contacts/{id}` | a contact |
 //! | `GET /admin/contacts/{id}/transcript` | its turns, oldest first |
 //! | `DELETE /admin/contacts/{id}` | erase the contact and everything about it |
+//! | `GET /admin/dead-letters?endpoint=..&limit=..` | messages that will never be delivered, and why |
 //!
 //! Activation swaps an `Arc`: turns in flight finish on the version they started with.
 
@@ -47,6 +48,35 @@ pub fn routes() -> Router<Arc<App>> {
             get(show_contact).delete(erase_contact),
         )
         .route("/admin/contacts/{contact}/transcript", get(show_transcript))
+        .route("/admin/dead-letters", get(dead_letters))
+}
+
+#[derive(serde::Deserialize)]
+struct DeadLetterQuery {
+    endpoint: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /admin/dead-letters[?endpoint=ID][&limit=N]`: messages that will never be delivered, newest first,
+/// with the reason and Meta's error.
+async fn dead_letters(
+    State(app): State<Arc<App>>,
+    Query(query): Query<DeadLetterQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied.into_response();
+    }
+    if let Some(id) = &query.endpoint {
+        if let Err(unknown) = endpoint(&app, id) {
+            return unknown.into_response();
+        }
+    }
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    match app.core.journal.dead_letters(query.endpoint.as_deref(), limit) {
+        Ok(letters) => Json(json!({ "dead_letters": letters })).into_response(),
+        Err(e) => db_error(e),
+    }
 }
 
 /// A refused admin request: the status and a reason for the operator (never a secret).
@@ -325,8 +355,30 @@ async fn erase_contact(
     if let Err(denied) = authorize(&app, &headers) {
         return denied.into_response();
     }
+    // The contact's ids on each Page, read before they are erased: its dead letters go too.
+    let users: Vec<(String, String)> = match app.core.db.contact(&id) {
+        Ok(Some(contact)) => contact["psids"]
+            .as_array()
+            .map(|psids| {
+                psids
+                    .iter()
+                    .filter_map(|p| Some((p["endpoint"].as_str()?.to_string(), p["psid"].as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Ok(None) => return not_found(&id),
+        Err(e) => return db_error(e),
+    };
     match app.core.db.erase_contact(&id) {
-        Ok(Some(report)) => {
+        Ok(Some(mut report)) => {
+            let mut letters = 0;
+            for (endpoint, psid) in &users {
+                match app.core.journal.erase_user(endpoint, psid) {
+                    Ok(n) => letters += n,
+                    Err(e) => return db_error(e),
+                }
+            }
+            report["deleted"]["dead_letters"] = json!(letters);
             tracing::info!("contact erased on request");
             Json(report).into_response()
         }

@@ -7,7 +7,9 @@ use crate::messenger::graph::{http_client, GraphClient, PageAuth};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Job};
 use crate::profiles::ProfileCache;
-use crate::store::{Clock, Db, SessionPolicy, StoreError};
+use crate::inbox::Inbox;
+use crate::messenger::rate_limit::PageLimits;
+use crate::store::{Clock, Db, Journal, SessionPolicy, StoreError};
 use crate::transformer::hooks::EndpointPlugin;
 use crate::transformer::storage::SessionStorage;
 use crate::transformer::store::PluginStore;
@@ -16,6 +18,7 @@ use futures::future::BoxFuture;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,10 +31,24 @@ pub struct Core {
     pub metrics: Arc<Metrics>,
     /// Sessions, contacts, transcripts, plugin session storage.
     pub db: Arc<Db>,
+    /// The inbox of accepted events, each turn's progress, de-duplication keys and dead letters.
+    pub journal: Arc<Journal>,
     /// Plugins' `session-storage`, scoped per (endpoint, user, session), in the database.
     pub session_storage: Arc<dyn SessionStorage>,
     /// (page id, endpoint id, business) of every endpoint: whose contacts may be merged.
     pub business_pages: Vec<(String, String, String)>,
+    /// Set on shutdown: no new turn starts (waiting events stay in the inbox).
+    stopping: AtomicBool,
+}
+
+impl Core {
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn stop_starting_turns(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
 }
 
 /// One configured endpoint (one Facebook Page) with its backend and caches.
@@ -46,6 +63,8 @@ pub struct Endpoint {
     /// The WebAssembly transformer this endpoint runs (if any), hot-swappable.
     pub plugin: EndpointPlugin,
     pub session_policy: SessionPolicy,
+    /// The Page's Send API rate limits.
+    pub limits: PageLimits,
 }
 
 impl Endpoint {
@@ -82,7 +101,6 @@ impl Endpoint {
         let idle_ms = (config.session.expiration_minutes as i64 * 60_000).min(max_ms);
         Endpoint {
             id,
-            config,
             page,
             flow,
             flow_endpoint,
@@ -90,6 +108,11 @@ impl Endpoint {
             extra_profile_fields,
             plugin,
             session_policy: SessionPolicy { idle_ms, max_ms },
+            limits: PageLimits::new(
+                config.delivery.text_per_second,
+                config.delivery.media_per_second,
+            ),
+            config,
         }
     }
 
@@ -131,7 +154,10 @@ pub struct App {
     pub core: Arc<Core>,
     pub endpoints: HashMap<String, Arc<Endpoint>>,
     pub dispatcher: Arc<TurnDispatcher>,
+    /// Feeds accepted events from the journal to the dispatcher.
+    pub inbox: Arc<Inbox>,
     pub max_body_bytes: usize,
+    pub dedup_keep_ms: i64,
     pub admin_token: Option<Secret>,
     pub data_dir: PathBuf,
     /// Created on first need: hosts without plugins never start a wasm engine.
@@ -144,7 +170,19 @@ impl App {
     /// Opens the database under `server.data_dir` (a clear error when it is unusable) and builds the
     /// endpoints.
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>, StoreError> {
-        let db = Arc::new(Db::open(&config.server.data_dir, clock)?);
+        let db = Arc::new(Db::open(&config.server.data_dir, Arc::clone(&clock))?);
+        let journal = Arc::new(Journal::open(
+            &config.server.data_dir,
+            clock,
+            config.server.max_inbox_events,
+        )?);
+        // A turn leaves the inbox only once its transcript is stored.
+        let weak = Arc::downgrade(&journal);
+        db.on_stored(Box::new(move |seqs| {
+            if let Some(journal) = weak.upgrade() {
+                journal.complete(seqs);
+            }
+        }));
         Db::spawn_writer(&db);
         let graph_http = http_client(Duration::from_millis(config.graph.timeout_ms));
         // Flow timeouts are enforced per call by `Flow::run`; the client itself only needs a ceiling.
@@ -154,6 +192,8 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             session_storage: Arc::new(crate::store::DbSessionStorage(Arc::clone(&db))),
             db,
+            journal,
+            stopping: AtomicBool::new(false),
             business_pages: config
                 .endpoints
                 .iter()
@@ -167,7 +207,7 @@ impl App {
                 .collect(),
         });
         let max_session_minutes = config.server.max_session_minutes;
-        let endpoints = config
+        let endpoints: HashMap<String, Arc<Endpoint>> = config
             .endpoints
             .into_iter()
             .map(|c| {
@@ -176,11 +216,20 @@ impl App {
             })
             .collect();
         let handler: fn(Job) -> BoxFuture<'static, ()> = |job| Box::pin(pipeline::run_turn(job));
+        let dispatcher = Dispatcher::new(handler);
+        let inbox = Inbox::new(
+            Arc::clone(&core),
+            endpoints.clone(),
+            Arc::clone(&dispatcher),
+            config.server.max_pending_events,
+        );
         Ok(Arc::new(App {
             core,
             endpoints,
-            dispatcher: Dispatcher::new(config.server.max_pending_events, handler),
+            dispatcher,
+            inbox,
             max_body_bytes: config.server.max_body_bytes,
+            dedup_keep_ms: config.server.dedup_hours as i64 * 3_600_000,
             admin_token: config.server.admin_token,
             data_dir: config.server.data_dir,
             plugin_store: Mutex::new(None),
@@ -200,6 +249,20 @@ impl App {
         match self.core.db.purge_sessions(longest) {
             Ok(n) => deleted += n,
             Err(e) => tracing::warn!(error = %e, "session purge failed"),
+        }
+        let longest_retention_ms = self
+            .endpoints
+            .values()
+            .map(|e| e.config.data_protection.retention_days as i64 * 86_400_000)
+            .max()
+            .unwrap_or(0);
+        match self
+            .core
+            .journal
+            .purge(self.dedup_keep_ms, longest_retention_ms)
+        {
+            Ok(n) => deleted += n,
+            Err(e) => tracing::warn!(error = %e, "journal purge failed"),
         }
         for ep in self.endpoints.values() {
             match self

@@ -123,8 +123,18 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Server-wide cap on any session's lifetime, in minutes (default 7 days).
     pub max_session_minutes: u64,
-    /// Events accepted but not yet processed, over all users; beyond it the webhook answers 503 and Meta retries.
+    /// Events held in memory for turns, over all users. More accepted events wait in the inbox on disk and
+    /// are loaded as turns finish, so memory stays bounded however far processing falls behind.
     pub max_pending_events: usize,
+    /// Events accepted and not yet completed (the durable inbox); beyond it the webhook answers 503 and Meta
+    /// retries.
+    pub max_inbox_events: usize,
+    /// On SIGTERM: how long turns in flight may take to finish before Ferry exits. Whatever is left resumes
+    /// from the inbox at the next start.
+    pub shutdown_grace_ms: u64,
+    /// How long the keys that recognise a redelivered event are kept, in hours (at least 48: Meta retries
+    /// for up to 36 hours).
+    pub dedup_hours: u64,
 }
 
 impl Default for ServerConfig {
@@ -135,7 +145,10 @@ impl Default for ServerConfig {
             admin_token: None,
             max_body_bytes: 1024 * 1024,
             max_session_minutes: 7 * 24 * 60,
-            max_pending_events: 100_000,
+            max_pending_events: 10_000,
+            max_inbox_events: 1_000_000,
+            shutdown_grace_ms: 10_000,
+            dedup_hours: 48,
         }
     }
 }
@@ -197,7 +210,52 @@ pub struct EndpointConfig {
     pub session: SessionConfig,
     #[serde(default)]
     pub data_protection: DataProtectionConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
+
+/// `[endpoint.delivery]`: retries, rate limits and the 24-hour window of the Send API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Attempts per message for retryable errors (HTTP 5xx and 429, codes 1, 2, 4, 17, 32, 613, 1200,
+    /// connection errors), the first included; then the message is dead-lettered.
+    pub max_attempts: u32,
+    /// The first retry waits about this long; each next one twice as long, with jitter.
+    pub retry_base_ms: u64,
+    /// No wait between attempts is longer than this.
+    pub retry_max_ms: u64,
+    /// Send API calls per second for this Page (text, templates, sender actions): Meta allows 300.
+    pub text_per_second: f64,
+    /// Send API calls per second for audio and video attachments: Meta allows 10.
+    pub media_per_second: f64,
+    /// Outside the 24-hour window Meta refuses a RESPONSE (code 10, subcode 2018278). With a tag (such as
+    /// `HUMAN_AGENT`), the message is sent again as `MESSAGE_TAG` with it; without one it is dead-lettered
+    /// with reason `outside_window`.
+    pub outside_window_tag: Option<String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_attempts: 8,
+            retry_base_ms: 500,
+            retry_max_ms: 60_000,
+            text_per_second: 300.0,
+            media_per_second: 10.0,
+            outside_window_tag: None,
+        }
+    }
+}
+
+/// The tags Meta accepts with `MESSAGE_TAG`.
+pub const MESSAGE_TAGS: &[&str] = &[
+    "HUMAN_AGENT",
+    "ACCOUNT_UPDATE",
+    "CONFIRMED_EVENT_UPDATE",
+    "POST_PURCHASE_UPDATE",
+    "CUSTOMER_FEEDBACK",
+];
 
 /// `[endpoint.session]`.
 #[derive(Debug, Deserialize)]
@@ -496,6 +554,24 @@ impl Config {
                     "endpoint `{id}` (line {line}): transformer.limits.hook_timeout_ms must be > 0 and memory_bytes at least 1 MiB"
                 )));
             }
+            let delivery = &ep.delivery;
+            if delivery.max_attempts == 0
+                || delivery.retry_base_ms > delivery.retry_max_ms
+                || delivery.text_per_second <= 0.0
+                || delivery.media_per_second <= 0.0
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "endpoint `{id}` (line {line}): delivery.max_attempts must be at least 1, retry_base_ms at most retry_max_ms, and the rates greater than 0"
+                )));
+            }
+            if let Some(tag) = &delivery.outside_window_tag {
+                if !MESSAGE_TAGS.contains(&tag.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "endpoint `{id}` (line {line}): delivery.outside_window_tag `{tag}` is not one of {}",
+                        MESSAGE_TAGS.join(", ")
+                    )));
+                }
+            }
             if !pages.insert(ep.page_id.0.clone()) {
                 return Err(ConfigError::Invalid(format!(
                     "endpoint `{id}` (line {line}): page_id {} is used by another endpoint",
@@ -503,9 +579,16 @@ impl Config {
                 )));
             }
         }
-        if self.server.max_body_bytes == 0 || self.server.max_pending_events == 0 {
+        let server = &self.server;
+        if server.max_body_bytes == 0 || server.max_pending_events == 0 || server.max_inbox_events == 0
+        {
             return Err(ConfigError::Invalid(
-                "server.max_body_bytes and server.max_pending_events must be greater than 0".into(),
+                "server.max_body_bytes, server.max_pending_events and server.max_inbox_events must be greater than 0".into(),
+            ));
+        }
+        if server.dedup_hours < 48 {
+            return Err(ConfigError::Invalid(
+                "server.dedup_hours must be at least 48: Meta redelivers events for up to 36 hours".into(),
             ));
         }
         Ok(())

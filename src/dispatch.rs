@@ -2,8 +2,7 @@
 //! accepted; different users run concurrently.
 //!
 //! A user with work has exactly one worker task draining their queue; the task ends when the queue is empty,
-//! so idle users cost nothing. A global bound on pending events turns overload into refused acknowledgements
-//! (Meta retries) instead of unbounded memory.
+//! so idle users cost nothing. The inbox (see `inbox`) bounds how many jobs are pending here.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -11,18 +10,13 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-#[derive(Debug, thiserror::Error)]
-pub enum DispatchError {
-    #[error("too many events pending ({0}); try again later")]
-    Overloaded(usize),
-}
-
 /// Runs jobs of type `J` with `handler`, serially per key.
 pub struct Dispatcher<K, J, H> {
     queues: Mutex<HashMap<K, VecDeque<J>>>,
     pending: AtomicUsize,
-    max_pending: usize,
     handler: H,
+    /// Jobs may be submitted from threads outside the runtime (the journal writer): workers spawn here.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<K, J, H, F> Dispatcher<K, J, H>
@@ -32,12 +26,12 @@ where
     H: Fn(J) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    pub fn new(max_pending: usize, handler: H) -> Arc<Self> {
+    pub fn new(handler: H) -> Arc<Self> {
         Arc::new(Dispatcher {
             queues: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
-            max_pending,
             handler,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -46,17 +40,10 @@ where
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Reserves room for `n` events, or refuses them all: a webhook batch is acknowledged whole or not at all.
-    pub fn reserve(&self, n: usize) -> Result<Reservation<'_, K, J, H>, DispatchError> {
-        let before = self.pending.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.max_pending {
-            self.pending.fetch_sub(n, Ordering::AcqRel);
-            return Err(DispatchError::Overloaded(before));
-        }
-        Ok(Reservation {
-            dispatcher: self,
-            left: n,
-        })
+    /// Queues a job behind the key's earlier jobs.
+    pub fn submit(self: &Arc<Self>, key: K, job: J) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.enqueue(key, job);
     }
 
     fn enqueue(self: &Arc<Self>, key: K, job: J) {
@@ -72,7 +59,11 @@ where
         queues.insert(key.clone(), VecDeque::new());
         drop(queues);
         let me = Arc::clone(self);
-        tokio::spawn(async move { me.drain(key, job).await });
+        let work = async move { me.drain(key, job).await };
+        match &self.runtime {
+            Some(runtime) => drop(runtime.spawn(work)),
+            None => drop(tokio::spawn(work)),
+        }
     }
 
     async fn drain(self: Arc<Self>, key: K, first: J) {
@@ -95,40 +86,6 @@ where
     }
 }
 
-/// Room for a known number of events; what is not submitted is given back on drop.
-pub struct Reservation<'a, K, J, H> {
-    dispatcher: &'a Dispatcher<K, J, H>,
-    left: usize,
-}
-
-impl<K, J, H, F> Reservation<'_, K, J, H>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    J: Send + 'static,
-    H: Fn(J) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    pub fn submit(&mut self, dispatcher: &Arc<Dispatcher<K, J, H>>, key: K, job: J) {
-        if self.left == 0 {
-            // More submissions than reserved: count the extra one so `pending` stays exact.
-            dispatcher.pending.fetch_add(1, Ordering::AcqRel);
-        } else {
-            self.left -= 1;
-        }
-        dispatcher.enqueue(key, job);
-    }
-}
-
-impl<K, J, H> Drop for Reservation<'_, K, J, H> {
-    fn drop(&mut self) {
-        if self.left > 0 {
-            self.dispatcher
-                .pending
-                .fetch_sub(self.left, Ordering::AcqRel);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +95,7 @@ mod tests {
     async fn per_key_order_is_kept_and_keys_run_concurrently() {
         let log = Arc::new(Mutex::new(Vec::<(u32, u32)>::new()));
         let sink = Arc::clone(&log);
-        let d = Dispatcher::new(10_000, move |(user, n): (u32, u32)| {
+        let d = Dispatcher::new(move |(user, n): (u32, u32)| {
             let sink = Arc::clone(&sink);
             async move {
                 // Later jobs sleep less: without per-key serialisation they would overtake.
@@ -149,8 +106,7 @@ mod tests {
         let start = std::time::Instant::now();
         for n in 0..10 {
             for user in 0..20 {
-                let mut r = d.reserve(1).unwrap();
-                r.submit(&d, user, (user, n));
+                d.submit(user, (user, n));
             }
         }
         while d.pending() > 0 {
@@ -173,21 +129,5 @@ mod tests {
             assert_eq!(seq, (0..10).collect::<Vec<_>>(), "user {user}");
         }
         assert!(d.queues.lock().unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn overload_refuses_whole_batches_and_releases_unused_room() {
-        let d = Dispatcher::new(3, |_: u32| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-        });
-        assert!(d.reserve(4).is_err());
-        assert_eq!(d.pending(), 0);
-        {
-            let mut r = d.reserve(3).unwrap();
-            r.submit(&d, 1u32, 1);
-        }
-        assert_eq!(d.pending(), 1);
-        assert!(d.reserve(3).is_err());
-        assert!(d.reserve(2).is_ok());
     }
 }

@@ -21,6 +21,26 @@ const HELP: &[(&str, &str, &str)] = &[
         "Webhook events ignored, by endpoint and reason.",
     ),
     (
+        "ferry_events_duplicate_total",
+        "counter",
+        "Redelivered webhook events recognised and not processed again, by endpoint.",
+    ),
+    (
+        "ferry_ack_duration_seconds",
+        "histogram",
+        "Time from receiving a webhook call to its 200, the events durably stored.",
+    ),
+    (
+        "ferry_send_retries_total",
+        "counter",
+        "Send API calls retried after a retryable error, by endpoint.",
+    ),
+    (
+        "ferry_dead_letters_total",
+        "counter",
+        "Messages that will never be delivered, by endpoint and reason (permanent_error, retries_exhausted, outside_window, ...).",
+    ),
+    (
         "ferry_signature_failures_total",
         "counter",
         "Webhook calls rejected for a missing or wrong signature.",

@@ -1,37 +1,45 @@
 //! One turn, from an accepted webhook event to the last delivered message.
 //!
 //! ```text
-//!   event ─▶ mark_seen ─▶ profile ─▶ flow input ─▶ [INPUT HOOK] ─▶ flow ─▶ per output:
-//!        convert ─▶ [OUTPUT HOOK] ─▶ deliver (typing, delay, Send API) ─▶ … ─▶ [EXECUTION FINISHED HOOK]
+//!   inbox ─▶ mark_seen ─▶ profile ─▶ flow input ─▶ [INPUT HOOK] ─▶ flow ─▶ ⟪outputs recorded⟫ ─▶ per output:
+//!        convert ─▶ [OUTPUT HOOK] ─▶ per message: deliver (typing, delay, retries) ─▶ ⟪recorded⟫ ─▶ …
+//!        ─▶ [EXECUTION FINISHED HOOK] ─▶ transcript ─▶ removed from the inbox
 //! ```
+//! Every ⟪recorded⟫ step is on disk (the journal) before the next step starts, so a turn interrupted by a
+//! crash resumes where it was: the flow is never called again once its outputs are recorded, and only the
+//! one Send API call in flight at the crash can be repeated.
+//!
 //! Turns of one (endpoint, user) never overlap (see `dispatch`), so everything here may assume it is the
 //! only work for that user.
 
 use crate::app::{Core, Endpoint};
+use crate::delivery::{Delivery, User};
 use crate::flow::{FlowError, FlowInput, FlowOutput};
 use crate::messenger::convert::output_to_messages;
-use crate::messenger::graph::{GraphError, SendResponse};
 use crate::messenger::webhook::Event;
 use crate::transformer::hooks::{InputStep, OutputStep, TurnHooks};
 use crate::transformer::storage::SessionKey;
 use crate::transformer::{self as tx, TurnOutcome};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Meta shows a typing indicator for about 20 s; re-send it before that runs out.
-const TYPING_REFRESH: Duration = Duration::from_secs(15);
-
-/// An accepted event waiting for its turn.
+/// An accepted event waiting for its turn: an inbox entry, with the progress recorded before a restart.
 pub struct Job {
     pub core: Arc<Core>,
     pub endpoint: Arc<Endpoint>,
+    /// The inbox entry's sequence number.
+    pub seq: i64,
+    /// When the inbox accepted the event (makes the transcript's turn id unique across journals).
+    pub received_ms: i64,
     pub event: Event,
+    pub progress: Option<Progress>,
     pub accepted_at: Instant,
 }
 
 /// How a turn ended, as counted in `ferry_turns_total{outcome}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The flow answered and its outputs were delivered (or it had none).
     Completed,
@@ -57,15 +65,46 @@ impl Outcome {
     }
 }
 
-/// Runs one turn and records its outcome. Never panics on bad input: every failure is logged and counted.
+/// What a turn has done, as recorded in its inbox entry: enough to finish it after a crash without calling
+/// the flow again or repeating a delivered message.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Progress {
+    /// The flow input after the input hook.
+    pub input: FlowInput,
+    /// The session id before the input hook (plugin session storage is keyed by it).
+    pub session_id: String,
+    pub profile: Option<String>,
+    pub contact_id: Option<String>,
+    pub outcome: Outcome,
+    pub outputs: Vec<FlowOutput>,
+    /// Outputs whose messages are all delivered (or dead-lettered).
+    pub delivered: usize,
+    /// The Send API messages being delivered (of output `delivered`, or a plugin's direct reply), and how
+    /// many of them are done.
+    pub batch: Option<Vec<Value>>,
+    pub batch_done: usize,
+    /// Messages delivered so far, with their message ids.
+    pub log: Vec<(Value, Option<String>)>,
+}
+
+/// Runs one turn, or the rest of one, and records its outcome. Never panics on bad input: every failure is
+/// logged and counted.
 pub async fn run_turn(job: Job) {
+    if job.core.is_stopping() {
+        // Shutting down: the event stays in the inbox and runs at the next start.
+        return;
+    }
     let Job {
         core,
         endpoint,
+        seq,
+        received_ms,
         event,
+        progress,
         accepted_at,
     } = job;
-    let outcome = turn(&core, &endpoint, &event).await;
+    let turn_id = format!("{received_ms}-{seq}");
+    let outcome = turn(&core, &endpoint, seq, &turn_id, &event, progress).await;
     let labels = [("endpoint", &*endpoint.id)];
     core.metrics.observe(
         "ferry_turn_duration_seconds",
@@ -78,18 +117,62 @@ pub async fn run_turn(job: Job) {
     );
 }
 
-async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
-    let Some(user) = User::of(event) else {
+async fn turn(
+    core: &Core,
+    ep: &Endpoint,
+    seq: i64,
+    turn_id: &str,
+    event: &Event,
+    resumed: Option<Progress>,
+) -> Outcome {
+    let Some(user) = user_of(event) else {
         tracing::warn!(endpoint = %ep.id, kind = event.kind_name(), "event names no user; ignored");
+        core.db.finish_turn(None, Some(seq));
         return Outcome::NoUser;
     };
     let mut delivery = Delivery::new(core, ep, &user);
+    let (mut hooks, mut progress) = match resumed {
+        Some(progress) => {
+            tracing::info!(endpoint = %ep.id, seq, delivered = progress.delivered, "resuming a turn interrupted by a restart");
+            delivery.log = progress.log.clone();
+            (begin_hooks(core, ep, &user, &progress), progress)
+        }
+        None => start_turn(core, ep, seq, event, &user, &mut delivery).await,
+    };
+
+    // ── OUTPUT HOOK (inside): every output is converted, shown to the plugin and delivered. ──
+    deliver_outputs(core, ep, seq, &mut delivery, &mut hooks, &mut progress).await;
+
+    // ── EXECUTION FINISHED HOOK: the plugin sees every output and every message sent. ──
+    let tx_outcome = match progress.outcome {
+        Outcome::FlowFailed => TurnOutcome::FlowFailed,
+        Outcome::Dropped => TurnOutcome::Dropped,
+        Outcome::Replied => TurnOutcome::Replied,
+        Outcome::Completed | Outcome::NoUser => TurnOutcome::Completed,
+    };
+    finish(&mut hooks, ep, &progress, tx_outcome, &delivery).await;
+    let transcript = transcript(core, ep, &user, turn_id, &progress, &delivery);
+    // The inbox entry goes once the transcript is stored (see `Db::finish_turn`).
+    core.db.finish_turn(transcript, Some(seq));
+    progress.outcome
+}
+
+/// The first part of a turn: the user's profile and contact, the session, the input hook and the flow. Ends
+/// with the flow's outputs recorded.
+async fn start_turn(
+    core: &Core,
+    ep: &Endpoint,
+    seq: i64,
+    event: &Event,
+    user: &User,
+    delivery: &mut Delivery<'_>,
+) -> (TurnHooks, Progress) {
     if ep.config.messenger.mark_seen {
         delivery.sender_action("mark_seen").await;
     }
-    let mut profile = fetch_profile(core, ep, &user).await;
-    let contact_id = remember_contact(core, ep, &user, profile.as_ref());
-    if let (Some(id), User::Psid(psid)) = (&contact_id, &user) {
+    let mut profile = fetch_profile(core, ep, user).await;
+    let contact_id = remember_contact(core, ep, user, profile.as_ref());
+    if let (Some(id), User::Psid(psid)) = (&contact_id, user) {
         merge_contact(core, ep, id, psid).await;
     }
     if let (Some(Value::Object(p)), Some(id)) = (profile.as_mut(), &contact_id) {
@@ -103,81 +186,76 @@ async fn turn(core: &Core, ep: &Endpoint, event: &Event) -> Outcome {
             crate::sessions::new_session_id()
         }
     };
-    let mut input = flow_input(event, &user, session_id.clone(), profile.clone());
+    let input = flow_input(event, user, session_id.clone(), profile.clone());
+    let mut progress = Progress {
+        input,
+        session_id,
+        profile: profile.as_ref().map(Value::to_string),
+        contact_id,
+        outcome: Outcome::Completed,
+        outputs: Vec::new(),
+        delivered: 0,
+        batch: None,
+        batch_done: 0,
+        log: Vec::new(),
+    };
     // One plugin instance for the whole turn; session storage is keyed by the ids before any patch.
-    let mut hooks = ep.plugin.begin(
+    let mut hooks = begin_hooks(core, ep, user, &progress);
+
+    // ── INPUT HOOK: a plugin may patch the input, drop the event, or answer directly. ──
+    match input_hook(&mut hooks, ep, event, &mut progress).await {
+        InputStep::Forward => {
+            // ── FLOW ──
+            let (outputs, outcome) = run_flow(core, ep, &progress.input).await;
+            if let Some(id) = &progress.contact_id {
+                save_contact_data(core, ep, id, &outputs);
+            }
+            progress.outputs = outputs;
+            progress.outcome = outcome;
+            record(core, ep, seq, &progress).await;
+        }
+        InputStep::Drop => progress.outcome = Outcome::Dropped,
+        InputStep::Reply(messages) => {
+            progress.outcome = Outcome::Replied;
+            progress.batch = Some(messages);
+            record(core, ep, seq, &progress).await;
+        }
+    }
+    (hooks, progress)
+}
+
+/// Writes the turn's progress to the journal and waits until it is on disk.
+async fn record(core: &Core, ep: &Endpoint, seq: i64, progress: &Progress) {
+    let text = match serde_json::to_string(progress) {
+        Ok(text) => text,
+        Err(e) => {
+            tracing::error!(endpoint = %ep.id, error = %e, "turn progress not serialisable");
+            return;
+        }
+    };
+    if let Err(e) = core.journal.save_progress(seq, text).await {
+        // The turn goes on; a crash before its end would repeat more than the step in flight.
+        tracing::error!(endpoint = %ep.id, error = %e, "turn progress not recorded");
+    }
+}
+
+/// One plugin instance for the turn (or for what is left of it after a restart).
+fn begin_hooks(core: &Core, ep: &Endpoint, user: &User, progress: &Progress) -> TurnHooks {
+    ep.plugin.begin(
         &core.metrics,
         Arc::clone(&core.session_storage),
         SessionKey {
             endpoint_id: ep.id.to_string(),
             user_id: user.id().to_string(),
-            session_id,
+            session_id: progress.session_id.clone(),
         },
-        sensitive_values(ep, &input),
-    );
-    let profile_json = profile.as_ref().map(Value::to_string);
-
-    // ── INPUT HOOK: a plugin may patch `input`, drop the event, or answer directly. ──
-    let answered_by_plugin =
-        match input_hook(&mut hooks, ep, event, &mut input, &profile_json).await {
-            InputStep::Forward => None,
-            InputStep::Drop => Some(Outcome::Dropped),
-            InputStep::Reply(messages) => {
-                for message in messages {
-                    delivery.message(message).await;
-                }
-                Some(Outcome::Replied)
-            }
-        };
-
-    let (outputs, outcome) = match answered_by_plugin {
-        Some(outcome) => (Vec::new(), outcome),
-        None => {
-            run_flow_and_deliver(
-                core,
-                ep,
-                &mut delivery,
-                &mut hooks,
-                &input,
-                &profile_json,
-                &contact_id,
-            )
-            .await
-        }
-    };
-
-    // ── EXECUTION FINISHED HOOK: the plugin sees every output and every message sent. ──
-    let tx_outcome = match outcome {
-        Outcome::FlowFailed => TurnOutcome::FlowFailed,
-        Outcome::Dropped => TurnOutcome::Dropped,
-        Outcome::Replied => TurnOutcome::Replied,
-        Outcome::Completed | Outcome::NoUser => TurnOutcome::Completed,
-    };
-    finish(&mut hooks, ep, &input, tx_outcome, &outputs, &delivery).await;
-    record_transcript(
-        core,
-        ep,
-        &user,
-        &contact_id,
-        &input,
-        &outputs,
-        &delivery,
-        outcome,
-    );
-    outcome
+        sensitive_values(ep, &progress.input),
+    )
 }
 
-/// Calls the flow (its fallback text when it fails) and delivers every output through the output hook.
-async fn run_flow_and_deliver(
-    core: &Core,
-    ep: &Endpoint,
-    delivery: &mut Delivery<'_>,
-    hooks: &mut TurnHooks,
-    input: &FlowInput,
-    profile_json: &Option<String>,
-    contact_id: &Option<String>,
-) -> (Vec<FlowOutput>, Outcome) {
-    let (outputs, outcome) = match call_flow(core, ep, input).await {
+/// Calls the flow; when it fails, its outputs are the fallback text (if any).
+async fn run_flow(core: &Core, ep: &Endpoint, input: &FlowInput) -> (Vec<FlowOutput>, Outcome) {
+    match call_flow(core, ep, input).await {
         Ok(outputs) => (outputs, Outcome::Completed),
         Err(_) => {
             let fallback = ep.config.flow.fallback_text.iter().map(|text| FlowOutput {
@@ -186,15 +264,47 @@ async fn run_flow_and_deliver(
             });
             (fallback.collect(), Outcome::FlowFailed)
         }
-    };
-    if let Some(id) = contact_id {
-        save_contact_data(core, ep, id, &outputs);
     }
-    for output in &outputs {
-        // ── OUTPUT HOOK (inside): a plugin sees the raw output and its Send API messages. ──
-        deliver_output(delivery, hooks, ep, input, profile_json, output).await;
+}
+
+/// Delivers what is left of the turn: the batch in progress, then each remaining output through the output
+/// hook. Progress is recorded after every message, so a restart repeats at most the message in flight.
+async fn deliver_outputs(
+    core: &Core,
+    ep: &Endpoint,
+    seq: i64,
+    delivery: &mut Delivery<'_>,
+    hooks: &mut TurnHooks,
+    progress: &mut Progress,
+) {
+    loop {
+        if let Some(batch) = progress.batch.clone() {
+            for (i, message) in batch.into_iter().enumerate().skip(progress.batch_done) {
+                delivery.message(message).await;
+                progress.batch_done = i + 1;
+                progress.log = delivery.log.clone();
+                record(core, ep, seq, progress).await;
+            }
+            progress.batch = None;
+            progress.batch_done = 0;
+            progress.delivered += 1;
+        }
+        let Some(output) = progress.outputs.get(progress.delivered).cloned() else {
+            return;
+        };
+        // ── OUTPUT HOOK: a plugin sees the raw output and its Send API messages. ──
+        match output_messages(delivery, hooks, ep, progress, &output).await {
+            Some(messages) if !messages.is_empty() => {
+                progress.batch = Some(messages);
+                progress.batch_done = 0;
+                if hooks.has_output() {
+                    // A plugin's answer may differ if asked again: keep the one that is being delivered.
+                    record(core, ep, seq, progress).await;
+                }
+            }
+            _ => progress.delivered += 1,
+        }
     }
-    (outputs, outcome)
 }
 
 /// "Update Contact Profiles": the fetched profile goes into the user's contact; returns the contact id.
@@ -302,29 +412,29 @@ fn save_contact_data(core: &Core, ep: &Endpoint, contact_id: &str, outputs: &[Fl
 }
 
 /// "Collect conversations": the turn as it happened, after the input hook, with the message ids.
-#[allow(clippy::too_many_arguments)]
-fn record_transcript(
+fn transcript(
     core: &Core,
     ep: &Endpoint,
     user: &User,
-    contact_id: &Option<String>,
-    input: &FlowInput,
-    outputs: &[FlowOutput],
+    turn_id: &str,
+    progress: &Progress,
     delivery: &Delivery<'_>,
-    outcome: Outcome,
-) {
+) -> Option<crate::store::TranscriptTurn> {
     if !ep.config.data_protection.collect_conversations {
-        return;
+        return None;
     }
-    let turn = crate::store::TranscriptTurn {
+    let input = &progress.input;
+    Some(crate::store::TranscriptTurn {
+        turn_id: turn_id.to_string(),
         endpoint_id: ep.id.to_string(),
         user_id: user.id().to_string(),
-        contact_id: contact_id.clone(),
+        contact_id: progress.contact_id.clone(),
         session_id: input.session_id.clone(),
         at_ms: core.db.now_ms(),
         input: json!({"userId": input.user_id, "text": input.text, "data": input.data}),
         outputs: Value::Array(
-            outputs
+            progress
+                .outputs
                 .iter()
                 .map(|o| json!({"text": o.text, "data": o.data}))
                 .collect(),
@@ -336,11 +446,8 @@ fn record_transcript(
                 .map(|(message, id)| json!({"message": message, "message_id": id}))
                 .collect(),
         ),
-        outcome: outcome.label().to_string(),
-    };
-    if let Err(e) = core.db.record_turn(&turn) {
-        tracing::warn!(endpoint = %ep.id, error = %e, "transcript not stored");
-    }
+        outcome: progress.outcome.label().to_string(),
+    })
 }
 
 /// What `mask_sensitive_logging` hides from plugin log lines: the user's ids, text and names.
@@ -365,23 +472,23 @@ fn sensitive_values(ep: &Endpoint, input: &FlowInput) -> Vec<String> {
     values
 }
 
-/// Runs the input hook (when the plugin has one): the patch lands in `input`.
+/// Runs the input hook (when the plugin has one): the patch lands in `progress.input`.
 async fn input_hook(
     hooks: &mut TurnHooks,
     ep: &Endpoint,
     event: &Event,
-    input: &mut FlowInput,
-    profile: &Option<String>,
+    progress: &mut Progress,
 ) -> InputStep {
     if !hooks.has_input() {
         return InputStep::Forward;
     }
+    let input = &mut progress.input;
     let mut plugin_input = to_plugin_input(input);
     let hook_event = tx::InputEvent {
         endpoint: ep.plugin.endpoint_info().clone(),
         input: plugin_input.clone(),
         messenger_event: event.raw.get().to_string(),
-        profile: profile.clone(),
+        profile: progress.profile.clone(),
     };
     let step = hooks.input(hook_event, &mut plugin_input).await;
     input.user_id = plugin_input.user_id;
@@ -398,22 +505,22 @@ async fn input_hook(
 async fn finish(
     hooks: &mut TurnHooks,
     ep: &Endpoint,
-    input: &FlowInput,
+    progress: &Progress,
     outcome: TurnOutcome,
-    outputs: &[FlowOutput],
     delivery: &Delivery<'_>,
 ) {
     if !hooks.has_finished() {
         hooks.finished_without_call();
         return;
     }
+    let input = &progress.input;
     let summary = tx::TurnSummary {
         endpoint: ep.plugin.endpoint_info().clone(),
         user_id: input.user_id.clone(),
         session_id: input.session_id.clone(),
         input: to_plugin_input(input),
         outcome,
-        outputs: outputs.iter().map(to_plugin_output).collect(),
+        outputs: progress.outputs.iter().map(to_plugin_output).collect(),
         sent: delivery
             .log
             .iter()
@@ -442,74 +549,46 @@ fn to_plugin_output(output: &FlowOutput) -> tx::FlowOutput {
     }
 }
 
-/// Converts one output, lets the output hook decide, and delivers the messages in order.
-async fn deliver_output(
-    delivery: &mut Delivery<'_>,
+/// Converts one output and lets the output hook decide: the messages to send, `None` for none.
+async fn output_messages(
+    delivery: &Delivery<'_>,
     hooks: &mut TurnHooks,
     ep: &Endpoint,
-    input: &FlowInput,
-    profile: &Option<String>,
+    progress: &Progress,
     output: &FlowOutput,
-) {
+) -> Option<Vec<Value>> {
     let messages = match output_to_messages(output.text.as_deref(), output.data.as_ref()) {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(endpoint = %ep.id, error = %e, "flow output not sent: cannot convert it");
-            delivery
-                .core
-                .metrics
-                .inc("ferry_output_errors_total", &[("endpoint", &*ep.id)]);
-            return;
+            delivery.count_output_error();
+            return None;
         }
     };
-    let messages = if hooks.has_output() {
-        let context = tx::OutputContext {
-            endpoint: ep.plugin.endpoint_info().clone(),
-            user_id: input.user_id.clone(),
-            session_id: input.session_id.clone(),
-            profile: profile.clone(),
-            output: to_plugin_output(output),
-            messages: messages.iter().map(Value::to_string).collect(),
-        };
-        match hooks.output(context, messages).await {
-            OutputStep::Send(messages) => messages,
-            OutputStep::Skip => return,
-        }
+    if !hooks.has_output() {
+        return Some(messages);
+    }
+    let context = tx::OutputContext {
+        endpoint: ep.plugin.endpoint_info().clone(),
+        user_id: progress.input.user_id.clone(),
+        session_id: progress.input.session_id.clone(),
+        profile: progress.profile.clone(),
+        output: to_plugin_output(output),
+        messages: messages.iter().map(Value::to_string).collect(),
+    };
+    match hooks.output(context, messages).await {
+        OutputStep::Send(messages) => Some(messages),
+        OutputStep::Skip => None,
+    }
+}
+
+/// Who an event's turn answers: its PSID, or the `user_ref` of a checkbox opt-in.
+fn user_of(event: &Event) -> Option<User> {
+    let id = event.user_id()?.to_string();
+    if event.sender.is_none() {
+        Some(User::UserRef(id))
     } else {
-        messages
-    };
-    for message in messages {
-        delivery.message(message).await;
-    }
-}
-
-/// Who a turn answers: a PSID, or the `user_ref` of a checkbox opt-in (which has no PSID yet).
-pub enum User {
-    Psid(String),
-    UserRef(String),
-}
-
-impl User {
-    fn of(event: &Event) -> Option<User> {
-        let id = event.user_id()?.to_string();
-        if event.sender.is_none() {
-            Some(User::UserRef(id))
-        } else {
-            Some(User::Psid(id))
-        }
-    }
-
-    pub fn id(&self) -> &str {
-        match self {
-            User::Psid(id) | User::UserRef(id) => id,
-        }
-    }
-
-    fn recipient(&self) -> Value {
-        match self {
-            User::Psid(id) => json!({ "id": id }),
-            User::UserRef(r) => json!({ "user_ref": r }),
-        }
+        Some(User::Psid(id))
     }
 }
 
@@ -594,104 +673,6 @@ async fn call_flow(
         );
     }
     result
-}
-
-/// Delivers one turn's messages to one user, in order, with typing indicators and delays.
-pub struct Delivery<'a> {
-    core: &'a Core,
-    ep: &'a Endpoint,
-    recipient: Value,
-    /// Sender actions are not allowed for `user_ref` recipients.
-    can_act: bool,
-    sent: usize,
-    /// Every message of the turn with its Graph message id (`None` when the send failed).
-    pub log: Vec<(Value, Option<String>)>,
-}
-
-impl<'a> Delivery<'a> {
-    fn new(core: &'a Core, ep: &'a Endpoint, user: &User) -> Delivery<'a> {
-        Delivery {
-            core,
-            ep,
-            recipient: user.recipient(),
-            can_act: matches!(user, User::Psid(_)),
-            sent: 0,
-            log: Vec::new(),
-        }
-    }
-
-    /// Sends one message: typing indicator first, and the configured pause after the previous message.
-    pub async fn message(&mut self, message: Value) -> Option<SendResponse> {
-        let typing = self.can_act && self.ep.config.messenger.typing_indicators;
-        if typing {
-            self.sender_action("typing_on").await;
-        }
-        if self.sent > 0 {
-            self.pause(typing).await;
-        }
-        let body = json!({
-            "recipient": self.recipient,
-            "messaging_type": "RESPONSE",
-            "message": message,
-        });
-        let result = self.call(&body).await.ok();
-        self.sent += 1;
-        if let Value::Object(mut body) = body {
-            if let Some(message) = body.remove("message") {
-                self.log
-                    .push((message, result.as_ref().and_then(|r| r.message_id.clone())));
-            }
-        }
-        result
-    }
-
-    /// Waits `message_delay_ms`, re-sending the typing indicator before Meta hides it.
-    async fn pause(&self, typing: bool) {
-        let mut left = Duration::from_millis(self.ep.config.messenger.message_delay_ms);
-        while left > Duration::ZERO {
-            let step = left.min(TYPING_REFRESH);
-            tokio::time::sleep(step).await;
-            left -= step;
-            if typing && left > Duration::ZERO {
-                self.sender_action("typing_on").await;
-            }
-        }
-    }
-
-    async fn sender_action(&self, action: &str) {
-        if !self.can_act {
-            return;
-        }
-        let body = json!({ "recipient": self.recipient, "sender_action": action });
-        let _ = self.call(&body).await;
-    }
-
-    async fn call(&self, body: &Value) -> Result<SendResponse, GraphError> {
-        let started = Instant::now();
-        let result = self.core.graph.send(&self.ep.page, body).await;
-        let labels = [("endpoint", &*self.ep.id)];
-        self.core.metrics.observe(
-            "ferry_send_duration_seconds",
-            &labels,
-            started.elapsed().as_secs_f64(),
-        );
-        match &result {
-            Ok(_) => {
-                if body.get("message").is_some() {
-                    self.core.metrics.inc("ferry_messages_sent_total", &labels);
-                }
-            }
-            Err(e) => {
-                let code = e.code_label();
-                tracing::warn!(endpoint = %self.ep.id, error = %e, retry = ?e.retry(), "Send API call failed");
-                self.core.metrics.inc(
-                    "ferry_send_errors_total",
-                    &[("endpoint", &*self.ep.id), ("code", &code)],
-                );
-            }
-        }
-        result
-    }
 }
 
 #[cfg(test)]

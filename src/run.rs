@@ -31,19 +31,30 @@ impl Running {
         format!("{}/webhooks/messenger/{endpoint_id}", self.url())
     }
 
-    /// Waits until every accepted event finished its turn (or `timeout` passes); true when idle.
+    /// Waits until every accepted event finished its turn and left the inbox (or `timeout` passes); true
+    /// when idle.
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
-        wait_idle(&self.app, timeout).await
+        let deadline = Instant::now() + timeout;
+        if !wait_idle(&self.app, timeout).await {
+            return false;
+        }
+        while self.app.core.journal.waiting() > 0 || self.app.dispatcher.pending() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
-    /// Stops accepting, lets requests in flight finish, and waits for turns in flight up to `grace`.
+    /// Stops accepting, lets requests in flight finish, and waits for turns in flight up to `grace`; turns
+    /// not started stay in the inbox for the next start.
     pub async fn stop(mut self, grace: Duration) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         (&mut self.task).await.context("server task failed")??;
-        wait_idle(&self.app, grace).await;
-        self.app.core.db.flush()?;
+        drain(&self.app, grace).await;
         Ok(())
     }
 }
@@ -56,6 +67,12 @@ async fn new_app(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<Ap
         .await
         .context("plugin loading panicked")?
         .context("cannot load the transformer plugins")?;
+    // Only now, with plugins active, may turns (first those a restart left in the inbox) run.
+    let waiting = app.core.journal.waiting();
+    if waiting > 0 {
+        tracing::info!(waiting, "resuming events left in the inbox");
+    }
+    app.inbox.start();
     Ok(app)
 }
 
@@ -103,24 +120,42 @@ pub async fn serve(
         .iter()
         .map(|e| e.id().to_string())
         .collect();
-    tracing::info!(%listen, ?endpoints, "ferry is serving");
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let app = new_app(config, Arc::new(SystemClock)).await?;
     spawn_retention(Arc::clone(&app));
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(listen = %bound, ?endpoints, "ferry is serving");
+    // On stdout too, for scripts and tests that bind port 0 and need the port.
+    println!("listening on http://{bound}");
     crate::server::serve(Arc::clone(&app), listener, shutdown).await?;
+    drain(&app, grace).await;
+    Ok(())
+}
+
+/// After the server stopped accepting: no new turn starts, turns in flight get `grace` to finish, then the
+/// last transcripts and inbox completions are written. What did not finish resumes at the next start.
+async fn drain(app: &App, grace: Duration) {
+    app.core.stop_starting_turns();
     tracing::info!(
-        pending = app.dispatcher.pending(),
+        in_flight = app.dispatcher.pending(),
         "stopped accepting; finishing turns in flight"
     );
-    if !wait_idle(&app, Duration::from_secs(30)).await {
+    if !wait_idle(app, grace).await {
         tracing::warn!(
-            pending = app.dispatcher.pending(),
-            "turns still in flight at shutdown were abandoned"
+            in_flight = app.dispatcher.pending(),
+            "turns still running at the shutdown deadline stay in the inbox and resume at the next start"
         );
     }
     if let Err(e) = app.core.db.flush() {
         tracing::error!(error = %e, "last transcripts not stored at shutdown");
     }
-    Ok(())
+    if let Err(e) = app.core.journal.sync().await {
+        tracing::error!(error = %e, "last inbox completions not stored at shutdown");
+    }
+    tracing::info!(
+        waiting = app.core.journal.waiting(),
+        "stopped; events waiting in the inbox"
+    );
 }
 
 async fn wait_idle(app: &App, timeout: Duration) -> bool {

@@ -3,14 +3,14 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /webhooks/messenger/{endpoint}` | Meta's verification handshake |
-//! | `POST /webhooks/messenger/{endpoint}` | events: signature, parse, accept, 200 at once |
+//! | `POST /webhooks/messenger/{endpoint}` | events: signature, parse, store in the inbox, then 200 |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | operations |
 //! | `/admin/...` | plugin management, see `admin` |
 
 use crate::app::App;
 use crate::messenger::signature::{self, SignatureError};
 use crate::messenger::webhook::{self, Event};
-use crate::pipeline::Job;
+use crate::store::NewEvent;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -140,34 +140,51 @@ async fn receive_events(
         return plain(StatusCode::OK, "EVENT_RECEIVED");
     }
 
-    let mut turns: Vec<Event> = Vec::new();
+    let mut accepted: Vec<NewEvent> = Vec::new();
     for entry in notification.entries {
         for event in entry.events {
             if let Some(event) = admit(&app, ep, &entry.id, event) {
-                turns.push(event);
+                accepted.push(NewEvent {
+                    endpoint_id: ep.id.to_string(),
+                    page_id: ep.config.page_id.0.clone(),
+                    user_id: event.user_id().unwrap_or_default().to_string(),
+                    dedup_key: event.dedup_key(),
+                    event: event.raw.get().to_string(),
+                });
             }
         }
     }
-    let mut reservation = match app.dispatcher.reserve(turns.len()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(endpoint = %ep.id, error = %e, "webhook refused: overloaded");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "overloaded, retry later");
-        }
-    };
-    for event in turns {
-        let Some(user) = event.user_id().map(str::to_string) else {
-            continue;
-        };
-        let job = Job {
-            core: Arc::clone(&app.core),
-            endpoint: Arc::clone(ep),
-            event,
-            accepted_at,
-        };
-        reservation.submit(&app.dispatcher, (Arc::clone(&ep.id), user), job);
+    if accepted.is_empty() {
+        return plain(StatusCode::OK, "EVENT_RECEIVED");
     }
-    plain(StatusCode::OK, "EVENT_RECEIVED")
+    // The 200 goes out only once every event of the body is on disk (or known as a redelivery).
+    match app.core.journal.append(accepted).await {
+        Ok(stored) => {
+            let duplicates = stored.iter().filter(|s| s.is_none()).count();
+            if duplicates > 0 {
+                metrics.add(
+                    "ferry_events_duplicate_total",
+                    &[("endpoint", &*ep.id)],
+                    duplicates as u64,
+                );
+                tracing::info!(endpoint = %ep.id, duplicates, "redelivered events ignored");
+            }
+            metrics.observe(
+                "ferry_ack_duration_seconds",
+                &[("endpoint", &*ep.id)],
+                accepted_at.elapsed().as_secs_f64(),
+            );
+            plain(StatusCode::OK, "EVENT_RECEIVED")
+        }
+        Err(e) => {
+            metrics.inc(
+                "ferry_webhook_rejected_total",
+                &[("endpoint", &*ep.id), ("reason", "not_stored")],
+            );
+            tracing::warn!(endpoint = %ep.id, error = %e, "webhook refused: events could not be stored");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "cannot store events now, retry later")
+        }
+    }
 }
 
 /// Counts an event and decides whether it starts a turn. Events for another Page and echoes never do.
@@ -216,10 +233,19 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut text = app.core.metrics.render();
+    text.push_str(&format!(
+        "# HELP ferry_inbox_waiting Events accepted and not yet completed (in the durable inbox).\n\
+         # TYPE ferry_inbox_waiting gauge\nferry_inbox_waiting {}\n\
+         # HELP ferry_turns_pending Turns in memory, queued or running.\n\
+         # TYPE ferry_turns_pending gauge\nferry_turns_pending {}\n",
+        app.core.journal.waiting(),
+        app.dispatcher.pending()
+    ));
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.core.metrics.render(),
+        text,
     )
         .into_response()
 }

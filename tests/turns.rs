@@ -458,26 +458,3 @@ async fn echo_flow_answers_with_quick_replies_and_sessions_are_per_user() {
     assert_eq!(m["text"], "You said: hi");
     assert_eq!(m["quick_replies"].as_array().unwrap().len(), 2);
 }
-
-#[tokio::test]
-async fn send_errors_are_counted_by_code_and_later_messages_still_go() {
-    let flow = TestFlow::answering(json!([{"text": "one"}, {"text": "two"}])).await;
-    let ep = endpoint_toml(&flow.toml(), quiet_messenger());
-    let h = Harness::start(users(), &ep).await;
-    let mut faults = ferry::sim::Faults::default();
-    faults.next.push_back(ferry::sim::Fault::RateLimit613);
-    h.sim.set_faults(faults);
-    h.post_json(&body(vec![text_event("u1", "m1", "hi", 1)]))
-        .await;
-    h.idle().await;
-    let statuses: Vec<u16> = h.messages().iter().map(|c| c.status).collect();
-    assert_eq!(statuses, vec![400, 200]);
-    assert!(
-        h.metrics()
-            .await
-            .contains("ferry_send_errors_total{code=\"613\",endpoint=\"shop\"} 1")
-            || h.metrics()
-                .await
-                .contains("ferry_send_errors_total{endpoint=\"shop\",code=\"613\"} 1")
-    );
-}

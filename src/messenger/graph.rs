@@ -77,6 +77,12 @@ impl GraphError {
         }
     }
 
+    /// Code 10 with subcode 2018278 or 2534022: the message is outside the 24-hour window (a `MESSAGE_TAG`
+    /// may still be allowed).
+    pub fn is_outside_window(&self) -> bool {
+        matches!(self, GraphError::Api { code: 10, subcode, .. } if *subcode == 2018278 || *subcode == 2534022)
+    }
+
     /// A short label for the `code` metric label: the Graph code, `http_<status>` or `transport`.
     pub fn code_label(&self) -> String {
         match self {

@@ -3,5 +3,6 @@
 
 pub mod convert;
 pub mod graph;
+pub mod rate_limit;
 pub mod signature;
 pub mod webhook;

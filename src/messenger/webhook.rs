@@ -178,6 +178,46 @@ impl Event {
     }
 }
 
+impl Event {
+    /// What makes two deliveries the same event, within one Page: the message id of a message or postback;
+    /// otherwise the user, kind and timestamp (the watermark for reads and deliveries), as Meta gives no id.
+    pub fn dedup_key(&self) -> String {
+        let mid = match &self.kind {
+            EventKind::Message(m) | EventKind::Echo(m) => m.mid.as_deref(),
+            EventKind::Postback(p) => p.mid.as_deref(),
+            _ => None,
+        };
+        if let Some(mid) = mid {
+            return format!("mid:{mid}");
+        }
+        let moment = match &self.kind {
+            EventKind::Read(r) => r.watermark.or(r.seq),
+            EventKind::Delivery(d) => d.watermark.or(d.seq),
+            _ => None,
+        }
+        .unwrap_or(self.timestamp_ms);
+        format!(
+            "{}:{}:{moment}",
+            self.kind_name(),
+            self.user_id().unwrap_or("")
+        )
+    }
+}
+
+/// Parses one messaging item stored by the inbox (see [`Event::raw`]); `None` when it is not an object.
+pub fn parse_stored(raw: &str) -> Option<Event> {
+    let raw: Box<RawValue> = serde_json::from_str(raw).ok()?;
+    let mut warnings = Warnings::default();
+    let path = ItemPath {
+        place: ListPlace {
+            entry: 0,
+            list: "messaging",
+        },
+        index: 0,
+    };
+    parse_item(&raw, Source::Messaging, 0, path, &mut warnings)
+}
+
 fn party_key<'a>(id: &'a Option<String>, user_ref: &'a Option<String>) -> Option<UserKey<'a>> {
     id.as_deref()
         .map(UserKey::Psid)
@@ -1154,6 +1194,34 @@ mod tests {
 
     fn user_item(key: &str, value: Value) -> Value {
         json!({"sender": {"id": "U"}, "recipient": {"id": "P"}, "timestamp": 1_700_000_000_123_i64, key: value})
+    }
+
+    #[test]
+    fn dedup_keys_use_the_mid_else_user_kind_and_moment() {
+        let m = one(user_item("message", json!({"mid": "m1", "text": "hi"})));
+        assert_eq!(m.dedup_key(), "mid:m1");
+        let p = one(user_item("postback", json!({"mid": "m2", "payload": "GO"})));
+        assert_eq!(p.dedup_key(), "mid:m2");
+        let r = one(user_item("read", json!({"watermark": 42})));
+        assert_eq!(r.dedup_key(), "read:U:42");
+        let f = one(user_item("referral", json!({"ref": "x"})));
+        assert_eq!(f.dedup_key(), "referral:U:1700000000123");
+        // Two different users reading at the same watermark are two events.
+        let mut other = user_item("read", json!({"watermark": 42}));
+        other["sender"]["id"] = json!("V");
+        assert_ne!(one(other).dedup_key(), r.dedup_key());
+    }
+
+    #[test]
+    fn stored_items_parse_back_to_the_same_event() {
+        let e = one(user_item("message", json!({"mid": "m1", "text": "hi"})));
+        let back = parse_stored(e.raw.get()).expect("parses");
+        assert_eq!(back.kind, e.kind);
+        assert_eq!(back.user_id(), Some("U"));
+        assert_eq!(back.timestamp_ms, e.timestamp_ms);
+        assert_eq!(back.raw.get(), e.raw.get());
+        assert!(parse_stored("[1]").is_none());
+        assert!(parse_stored("not json").is_none());
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl Faults {
     }
 }
 
-/// A one-shot fault. JSON: `"http_500"`, `"rate_limit_613"`, `"outside_window"`, `{"latency": ms}`.
+/// A one-shot fault. JSON: `"http_500"`, `"rate_limit_613"`, `"outside_window"`, `"person_unavailable"`,
+/// `{"latency": ms}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Fault {
     #[serde(rename = "http_500")]
@@ -48,6 +49,9 @@ pub enum Fault {
     RateLimit613,
     #[serde(rename = "outside_window")]
     OutsideWindow,
+    /// Code 551 / subcode 1545041: the person is not available (a permanent error).
+    #[serde(rename = "person_unavailable")]
+    PersonUnavailable,
     /// Delays the call by this many milliseconds (on top of `latency_ms`), then answers normally.
     #[serde(rename = "latency")]
     Latency(u64),
@@ -117,6 +121,7 @@ fn one_shot(fault: Fault, base_ms: u64) -> Verdict {
         Fault::Http500 => (0, Some(GraphError::unexpected())),
         Fault::RateLimit613 => (0, Some(GraphError::rate_limited())),
         Fault::OutsideWindow => (0, Some(GraphError::outside_window())),
+        Fault::PersonUnavailable => (0, Some(GraphError::person_unavailable())),
         Fault::Latency(ms) => (ms, None),
     };
     Verdict {

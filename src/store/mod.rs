@@ -7,15 +7,19 @@
 //! Calls are short and synchronous behind one connection: SQLite serialises writers anyway, and a query
 //! takes microseconds, far less than a hop to a blocking thread.
 
+mod journal;
 mod sqlite;
 
+pub use journal::{
+    AppendError, DeadLetter, InboxEntry, Journal, NewEvent, Sink, JOURNAL_USER_TABLES,
+};
 pub use sqlite::{Db, DbSessionStorage, USER_TABLES};
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why the database could not be used. Never carries user data.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the database {path}: {reason}")]
     Open { path: String, reason: String },
@@ -75,6 +79,8 @@ pub struct SessionPolicy {
 /// One turn as kept in the transcript.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TranscriptTurn {
+    /// Unique per accepted event: storing the same turn twice keeps one row.
+    pub turn_id: String,
     pub endpoint_id: String,
     pub user_id: String,
     pub contact_id: Option<String>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Map, Value};
@@ -82,8 +82,16 @@ pub struct Db {
     clock: Arc<dyn Clock>,
     /// Live sessions, so that a turn does not write `last_seen` every time (see [`LAST_SEEN_WRITE_MS`]).
     sessions: Mutex<HashMap<(String, String), CachedSession>>,
-    /// Transcript rows waiting for the writer (see [`Db::record_turn`]).
-    pending_turns: Mutex<Vec<TranscriptTurn>>,
+    /// Finished turns waiting for the writer (see [`Db::finish_turn`]).
+    pending_turns: Mutex<Vec<FinishedTurn>>,
+    /// Told which inbox entries' turns are stored, after each commit (the journal then removes them).
+    on_stored: OnceLock<Box<dyn Fn(Vec<i64>) + Send + Sync>>,
+}
+
+/// A turn that ended: its transcript (unless conversations are not collected) and its inbox entry.
+struct FinishedTurn {
+    transcript: Option<TranscriptTurn>,
+    seq: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -124,6 +132,7 @@ impl Db {
             clock,
             sessions: Mutex::default(),
             pending_turns: Mutex::default(),
+            on_stored: OnceLock::new(),
         })
     }
 
@@ -411,16 +420,22 @@ impl Db {
         Ok(Some(contact))
     }
 
-    /// Queues a turn for the transcript writer, which commits queued rows together every
+    /// Queues a finished turn for the writer, which commits queued rows together every
     /// [`TRANSCRIPT_FLUSH`]: one commit per batch instead of per turn (commits dominated a turn's cost).
-    /// Readers flush first, so they always see every recorded turn; a crash can lose the last batch.
-    pub fn record_turn(&self, turn: &TranscriptTurn) -> Result<(), StoreError> {
+    /// Only after that commit is the inbox entry `seq` released (see [`Db::on_stored`]), so a crash never
+    /// loses a transcript whose event the journal already forgot. Readers flush first, so they always see
+    /// every recorded turn.
+    pub fn finish_turn(&self, transcript: Option<TranscriptTurn>, seq: Option<i64>) {
         let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
-        pending.push(turn.clone());
-        Ok(())
+        pending.push(FinishedTurn { transcript, seq });
     }
 
-    /// Writes every queued transcript row now.
+    /// Where the sequence numbers of stored turns go (the journal's `complete`); set once.
+    pub fn on_stored(&self, hook: Box<dyn Fn(Vec<i64>) + Send + Sync>) {
+        let _ = self.on_stored.set(hook);
+    }
+
+    /// Writes every queued transcript row now, then releases the turns' inbox entries.
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
         if pending.is_empty() {
@@ -431,7 +446,22 @@ impl Db {
         // this batch to be committed instead of reading around it.
         let mut conn = self.conn();
         drop(pending);
-        insert_turns(&mut conn, &batch)
+        let transcripts: Vec<&TranscriptTurn> =
+            batch.iter().filter_map(|t| t.transcript.as_ref()).collect();
+        if let Err(e) = insert_turns(&mut conn, &transcripts) {
+            // Put them back: the next flush retries, and the inbox keeps their events meanwhile.
+            drop(conn);
+            let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
+            let later = std::mem::replace(&mut *pending, batch);
+            pending.extend(later);
+            return Err(e);
+        }
+        drop(conn);
+        let seqs: Vec<i64> = batch.iter().filter_map(|t| t.seq).collect();
+        if let Some(hook) = self.on_stored.get() {
+            hook(seqs);
+        }
+        Ok(())
     }
 
     /// Starts the transcript writer; it stops when the database is dropped.
@@ -677,14 +707,14 @@ fn fold_contact(tx: &rusqlite::Transaction<'_>, into: &str, from: &str) -> Resul
     Ok(())
 }
 
-fn insert_turns(conn: &mut Connection, turns: &[TranscriptTurn]) -> Result<(), StoreError> {
+fn insert_turns(conn: &mut Connection, turns: &[&TranscriptTurn]) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for turn in turns {
         tx.execute(
-        "INSERT INTO transcripts (turn_id, endpoint_id, user_id, contact_id, session_id, at_ms, input, outputs, sent, outcome)
+        "INSERT OR IGNORE INTO transcripts (turn_id, endpoint_id, user_id, contact_id, session_id, at_ms, input, outputs, sent, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
-            new_session_id(),
+            turn.turn_id,
             turn.endpoint_id,
             turn.user_id,
             turn.contact_id,

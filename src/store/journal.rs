@@ -1,0 +1,535 @@
+//! The journal: the inbox of accepted events, each turn's progress (the outbox), de-duplication keys and
+//! dead letters, in `<data_dir>/journal.db`.
+//!
+//! Why a file of its own: every write here must be on disk before Ferry answers (a 200 to Meta, or the next
+//! Send API call), so it runs with `synchronous = FULL`, while `ferry.db` (sessions, contacts, transcripts)
+//! keeps the cheaper `NORMAL`. Two files also mean two writers that never wait on each other's lock.
+//!
+//! Group commit: one writer thread owns the connection. Callers queue operations and wait for a reply; the
+//! writer takes everything queued, applies it in one transaction and commits once, so a burst of webhook
+//! calls and turn steps shares one fsync. The queue is bounded: when it is full the caller is told so at
+//! once (the webhook answers 503) instead of memory growing.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::{Clock, StoreError};
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS inbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        received_ms BIGINT NOT NULL,
+        progress TEXT
+    );
+    CREATE TABLE IF NOT EXISTS dedup (
+        page_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        seen_ms BIGINT NOT NULL,
+        PRIMARY KEY (page_id, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS dedup_by_age ON dedup (seen_ms);
+    CREATE TABLE IF NOT EXISTS dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        at_ms BIGINT NOT NULL,
+        reason TEXT NOT NULL,
+        error TEXT NOT NULL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dead_letters_by_user ON dead_letters (endpoint_id, user_id);";
+
+/// Journal tables that hold user data (erasure and its test scan them).
+pub const JOURNAL_USER_TABLES: &[&str] = &["inbox", "dead_letters"];
+
+/// Operations queued for the writer at most; beyond this, callers are refused at once.
+const QUEUE_BOUND: usize = 16_384;
+/// Operations applied in one transaction at most.
+const MAX_BATCH: usize = 4_096;
+
+/// An accepted event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub endpoint_id: String,
+    pub page_id: String,
+    pub user_id: String,
+    /// What makes this event the same as a redelivery of it (see `Event::dedup_key`).
+    pub dedup_key: String,
+    /// The messaging item as received.
+    pub event: String,
+}
+
+/// An event in the inbox, waiting for (or in the middle of) its turn.
+#[derive(Debug, Clone)]
+pub struct InboxEntry {
+    pub seq: i64,
+    pub endpoint_id: String,
+    pub user_id: String,
+    pub event: String,
+    pub received_ms: i64,
+    /// The turn's recorded progress, when it started before a crash or restart.
+    pub progress: Option<String>,
+}
+
+/// A message that will never be delivered, and why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub endpoint_id: String,
+    pub user_id: String,
+    /// A stable label: `permanent_error`, `retries_exhausted`, `outside_window`, `unknown_endpoint`, ...
+    pub reason: String,
+    /// The error as Meta (or the transport) described it; never holds a token.
+    pub error: String,
+    /// The Send API message (or the stored event, for events that could not start a turn).
+    pub message: String,
+}
+
+/// Why an append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the inbox is full ({0} events waiting); try again later")]
+    Full(i64),
+    #[error("the journal writer is overloaded; try again later")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Op {
+    Append(Vec<NewEvent>, Reply<Vec<Option<i64>>>),
+    Progress(i64, String, Reply<()>),
+    DeadLetter(DeadLetter, Reply<()>),
+    Complete(Vec<i64>),
+    Sync(Reply<()>),
+}
+
+/// Called by the writer, in sequence order, with the events each commit added to the inbox.
+pub type Sink = Box<dyn Fn(Vec<InboxEntry>) + Send + Sync>;
+
+pub struct Journal {
+    queue: SyncSender<Op>,
+    reader: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+    /// Events in the inbox (accepted and not completed).
+    waiting: Arc<AtomicI64>,
+    max_waiting: i64,
+    sink: Arc<OnceLock<Sink>>,
+}
+
+impl Journal {
+    /// Opens (creating) `<data_dir>/journal.db` and starts its writer thread. `max_waiting` bounds the inbox.
+    pub fn open(
+        data_dir: &Path,
+        clock: Arc<dyn Clock>,
+        max_waiting: usize,
+    ) -> Result<Journal, StoreError> {
+        let path = data_dir.join("journal.db");
+        let open_error = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.to_string()))?;
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(&path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // FULL: a commit is on disk before the writer replies, so a 200 survives power loss too.
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            Ok(conn)
+        };
+        let writer = open().map_err(|e| open_error(e.to_string()))?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|e| open_error(e.to_string()))?;
+        let reader = open().map_err(|e| open_error(e.to_string()))?;
+        let waiting: i64 = reader
+            .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
+            .map_err(|e| open_error(e.to_string()))?;
+        let waiting = Arc::new(AtomicI64::new(waiting));
+        let sink: Arc<OnceLock<Sink>> = Arc::default();
+        let (queue, ops) = sync_channel(QUEUE_BOUND);
+        let state = Writer {
+            conn: writer,
+            clock: Arc::clone(&clock),
+            waiting: Arc::clone(&waiting),
+            sink: Arc::clone(&sink),
+            unsaved_completions: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("ferry-journal".into())
+            .spawn(move || state.run(ops))
+            .map_err(|e| open_error(format!("cannot start the journal writer: {e}")))?;
+        Ok(Journal {
+            queue,
+            reader: Mutex::new(reader),
+            clock,
+            waiting,
+            max_waiting: max_waiting as i64,
+            sink,
+        })
+    }
+
+    /// Where committed events go (the dispatcher); set once, before the server accepts events.
+    pub fn set_sink(&self, sink: Sink) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Events accepted and not yet completed.
+    pub fn waiting(&self) -> i64 {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Stores events durably, skipping redeliveries: one result per event, its sequence number, or `None`
+    /// for a duplicate. The sink receives the new ones before this returns.
+    pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Option<i64>>, AppendError> {
+        let waiting = self.waiting();
+        if waiting + events.len() as i64 > self.max_waiting {
+            return Err(AppendError::Full(waiting));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::Append(events, reply))
+            .map_err(|_| AppendError::Busy)?;
+        Ok(wait(answer).await?)
+    }
+
+    /// Records a turn's progress durably (the outputs of its flow, the messages sent so far).
+    pub async fn save_progress(&self, seq: i64, progress: String) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::Progress(seq, progress, reply))?;
+        wait(answer).await
+    }
+
+    /// Stores a dead letter durably.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Op::DeadLetter(letter, reply))?;
+        wait(answer).await
+    }
+
+    /// Removes finished turns from the inbox (queued: the next commit carries it; a crash before it only
+    /// means the finished turn is found complete again at start).
+    pub fn complete(&self, seqs: Vec<i64>) {
+        if seqs.is_empty() {
+            return;
+        }
+        if let Err(e) = self.queue.send(Op::Complete(seqs)) {
+            tracing::error!(error = %e, "journal writer gone; finished turns stay in the inbox");
+        }
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        // Blocking send: a sync must not be refused for a full queue.
+        self.queue
+            .send(Op::Sync(reply))
+            .map_err(|_| writer_gone())?;
+        wait(answer).await
+    }
+
+    fn submit(&self, op: Op) -> Result<(), StoreError> {
+        self.queue.try_send(op).map_err(|e| match e {
+            TrySendError::Full(_) => StoreError::Sql("the journal queue is full".into()),
+            TrySendError::Disconnected(_) => writer_gone(),
+        })
+    }
+
+    fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inbox entries after `after_seq`, oldest first, at most `limit`.
+    pub fn waiting_after(&self, after_seq: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, endpoint_id, user_id, event, received_ms, progress FROM inbox
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
+            Ok(InboxEntry {
+                seq: r.get(0)?,
+                endpoint_id: r.get(1)?,
+                user_id: r.get(2)?,
+                event: r.get(3)?,
+                received_ms: r.get(4)?,
+                progress: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Dead letters, newest first (all endpoints when `endpoint_id` is `None`).
+    pub fn dead_letters(
+        &self,
+        endpoint_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, endpoint_id, user_id, at_ms, reason, error, message FROM dead_letters
+             WHERE ?1 IS NULL OR endpoint_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![endpoint_id, limit as i64], |r| {
+            let message: String = r.get(6)?;
+            Ok(json!({
+                "id": r.get::<_, i64>(0)?,
+                "endpoint": r.get::<_, String>(1)?,
+                "user_id": r.get::<_, String>(2)?,
+                "at_ms": r.get::<_, i64>(3)?,
+                "reason": r.get::<_, String>(4)?,
+                "error": r.get::<_, String>(5)?,
+                "message": serde_json::from_str::<Value>(&message).unwrap_or(Value::String(message)),
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Forgets de-duplication keys older than `keep_ms` and dead letters older than `dead_letter_ms`.
+    pub fn purge(&self, keep_ms: i64, dead_letter_ms: i64) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let conn = self.reader();
+        let keys = conn.execute(
+            "DELETE FROM dedup WHERE seen_ms < ?1",
+            params![now - keep_ms],
+        )?;
+        let letters = conn.execute(
+            "DELETE FROM dead_letters WHERE at_ms < ?1",
+            params![now - dead_letter_ms],
+        )?;
+        Ok(keys + letters)
+    }
+
+    /// Deletes a user's dead letters (erasure). Waiting events are left: they are turns Meta was promised.
+    pub fn erase_user(&self, endpoint_id: &str, user_id: &str) -> Result<usize, StoreError> {
+        Ok(self.reader().execute(
+            "DELETE FROM dead_letters WHERE endpoint_id = ?1 AND user_id = ?2",
+            params![endpoint_id, user_id],
+        )?)
+    }
+
+    /// Rows of `table` whose text contains `needle` (the erasure test's scan).
+    pub fn rows_mentioning(&self, table: &str, needle: &str) -> Result<usize, StoreError> {
+        let conn = self.reader();
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let test = columns
+            .iter()
+            .map(|c| format!("CAST({c} AS TEXT) LIKE ?1"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {table} WHERE {test}"),
+            params![format!("%{needle}%")],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// The stored progress of one inbox entry (tests and tools).
+    pub fn progress_of(&self, seq: i64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .reader()
+            .query_row(
+                "SELECT progress FROM inbox WHERE seq = ?1",
+                params![seq],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+}
+
+async fn wait<T>(answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+    answer.await.map_err(|_| writer_gone())?
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Sql("the journal writer stopped".into())
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    clock: Arc<dyn Clock>,
+    waiting: Arc<AtomicI64>,
+    sink: Arc<OnceLock<Sink>>,
+    /// Completions whose commit failed: retried with the next batch, so no finished turn runs again.
+    unsaved_completions: Vec<i64>,
+}
+
+/// What one batch's commit produced, to hand out after it.
+#[derive(Default)]
+struct Committed {
+    appended: Vec<InboxEntry>,
+    completed: i64,
+}
+
+impl Writer {
+    fn run(mut self, ops: Receiver<Op>) {
+        while let Ok(first) = ops.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&mut self, batch: Vec<Op>) {
+        let now = self.clock.now_ms();
+        let mut appended: Vec<Vec<Option<i64>>> = Vec::new();
+        let result = self.apply(&batch, now, &mut appended);
+        let completions: Vec<i64> = batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Complete(seqs) => Some(seqs.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        match result {
+            Ok(committed) => {
+                self.waiting.fetch_add(
+                    committed.appended.len() as i64 - committed.completed,
+                    Ordering::AcqRel,
+                );
+                // The sink runs before any append is answered: the dispatcher has the events, in order,
+                // before Meta hears 200 (and before a later batch can be fed).
+                if !committed.appended.is_empty() {
+                    if let Some(sink) = self.sink.get() {
+                        sink(committed.appended);
+                    }
+                }
+                let mut results = appended.into_iter();
+                for op in batch {
+                    match op {
+                        Op::Append(_, reply) => {
+                            let _ = reply.send(Ok(results.next().unwrap_or_default()));
+                        }
+                        Op::Progress(_, _, reply) | Op::DeadLetter(_, reply) | Op::Sync(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Op::Complete(_) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops = batch.len(), "journal commit failed");
+                self.unsaved_completions.extend(completions);
+                for op in batch {
+                    match op {
+                        Op::Append(_, reply) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Op::Progress(_, _, reply) | Op::DeadLetter(_, reply) | Op::Sync(reply) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        Op::Complete(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(
+        &mut self,
+        batch: &[Op],
+        now: i64,
+        appended: &mut Vec<Vec<Option<i64>>>,
+    ) -> Result<Committed, StoreError> {
+        let retry_completions = std::mem::take(&mut self.unsaved_completions);
+        let tx = self.conn.transaction()?;
+        let mut committed = Committed::default();
+        for seq in &retry_completions {
+            committed.completed += tx.execute("DELETE FROM inbox WHERE seq = ?1", params![seq])? as i64;
+        }
+        for op in batch {
+            match op {
+                Op::Append(events, _) => {
+                    let mut results = Vec::with_capacity(events.len());
+                    for event in events {
+                        results.push(append_one(&tx, event, now, &mut committed.appended)?);
+                    }
+                    appended.push(results);
+                }
+                Op::Progress(seq, progress, _) => {
+                    tx.prepare_cached("UPDATE inbox SET progress = ?2 WHERE seq = ?1")?
+                        .execute(params![seq, progress])?;
+                }
+                Op::DeadLetter(letter, _) => {
+                    tx.prepare_cached(
+                        "INSERT INTO dead_letters (endpoint_id, user_id, at_ms, reason, error, message)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?
+                    .execute(params![
+                        letter.endpoint_id,
+                        letter.user_id,
+                        now,
+                        letter.reason,
+                        letter.error,
+                        letter.message
+                    ])?;
+                }
+                Op::Complete(seqs) => {
+                    let mut delete = tx.prepare_cached("DELETE FROM inbox WHERE seq = ?1")?;
+                    for seq in seqs {
+                        committed.completed += delete.execute(params![seq])? as i64;
+                    }
+                }
+                Op::Sync(_) => {}
+            }
+        }
+        if let Err(e) = tx.commit() {
+            self.unsaved_completions = retry_completions;
+            return Err(e.into());
+        }
+        Ok(committed)
+    }
+}
+
+/// Inserts one event unless its key was seen; returns its sequence number, `None` for a duplicate.
+fn append_one(
+    tx: &rusqlite::Transaction<'_>,
+    event: &NewEvent,
+    now: i64,
+    appended: &mut Vec<InboxEntry>,
+) -> Result<Option<i64>, StoreError> {
+    let fresh = tx
+        .prepare_cached(
+            "INSERT INTO dedup (page_id, key, seen_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![event.page_id, event.dedup_key, now])?;
+    if fresh == 0 {
+        return Ok(None);
+    }
+    tx.prepare_cached(
+        "INSERT INTO inbox (endpoint_id, user_id, event, received_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![event.endpoint_id, event.user_id, event.event, now])?;
+    let seq = tx.last_insert_rowid();
+    appended.push(InboxEntry {
+        seq,
+        endpoint_id: event.endpoint_id.clone(),
+        user_id: event.user_id.clone(),
+        event: event.event.clone(),
+        received_ms: now,
+        progress: None,
+    });
+    Ok(Some(seq))
+}
