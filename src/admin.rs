@@ -73,7 +73,11 @@ async fn dead_letters(
         }
     }
     let limit = query.limit.unwrap_or(100).min(10_000);
-    match app.core.journal.dead_letters(query.endpoint.as_deref(), limit) {
+    match app
+        .core
+        .journal
+        .dead_letters(query.endpoint.as_deref(), limit)
+    {
         Ok(letters) => Json(json!({ "dead_letters": letters })).into_response(),
         Err(e) => db_error(e),
     }
@@ -362,7 +366,12 @@ async fn erase_contact(
             .map(|psids| {
                 psids
                     .iter()
-                    .filter_map(|p| Some((p["endpoint"].as_str()?.to_string(), p["psid"].as_str()?.to_string())))
+                    .filter_map(|p| {
+                        Some((
+                            p["endpoint"].as_str()?.to_string(),
+                            p["psid"].as_str()?.to_string(),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default(),

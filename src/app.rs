@@ -3,12 +3,12 @@
 use crate::config::{Config, EndpointConfig, Secret};
 use crate::dispatch::Dispatcher;
 use crate::flow::{Flow, FlowEndpoint};
+use crate::inbox::Inbox;
 use crate::messenger::graph::{http_client, GraphClient, PageAuth};
+use crate::messenger::rate_limit::PageLimits;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Job};
 use crate::profiles::ProfileCache;
-use crate::inbox::Inbox;
-use crate::messenger::rate_limit::PageLimits;
 use crate::store::{Clock, Db, Journal, SessionPolicy, StoreError};
 use crate::transformer::hooks::EndpointPlugin;
 use crate::transformer::storage::SessionStorage;

@@ -580,7 +580,9 @@ impl Config {
             }
         }
         let server = &self.server;
-        if server.max_body_bytes == 0 || server.max_pending_events == 0 || server.max_inbox_events == 0
+        if server.max_body_bytes == 0
+            || server.max_pending_events == 0
+            || server.max_inbox_events == 0
         {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes, server.max_pending_events and server.max_inbox_events must be greater than 0".into(),
@@ -588,7 +590,8 @@ impl Config {
         }
         if server.dedup_hours < 48 {
             return Err(ConfigError::Invalid(
-                "server.dedup_hours must be at least 48: Meta redelivers events for up to 36 hours".into(),
+                "server.dedup_hours must be at least 48: Meta redelivers events for up to 36 hours"
+                    .into(),
             ));
         }
         Ok(())

@@ -200,7 +200,8 @@ impl<'a> Delivery<'a> {
 pub fn backoff(attempt: u32, base_ms: u64, max_ms: u64) -> Duration {
     let exp = base_ms.saturating_mul(1u64 << (attempt.saturating_sub(1)).min(30));
     let ceiling = exp.min(max_ms).max(1);
-    let jittered = ceiling / 2 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling - ceiling / 2);
+    let jittered =
+        ceiling / 2 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..=ceiling - ceiling / 2);
     Duration::from_millis(jittered)
 }
 

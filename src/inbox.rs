@@ -127,11 +127,19 @@ impl Inbox {
     /// Hands one entry to the dispatcher as a job (or completes it with a dead letter when it cannot run).
     fn submit(&self, entry: InboxEntry) {
         let Some(endpoint) = self.endpoints.get(&entry.endpoint_id) else {
-            self.unrunnable(entry, "unknown_endpoint", "the endpoint is no longer configured");
+            self.unrunnable(
+                entry,
+                "unknown_endpoint",
+                "the endpoint is no longer configured",
+            );
             return;
         };
         let Some(event) = webhook::parse_stored(&entry.event) else {
-            self.unrunnable(entry, "unreadable_event", "the stored event is not a JSON object");
+            self.unrunnable(
+                entry,
+                "unreadable_event",
+                "the stored event is not a JSON object",
+            );
             return;
         };
         let progress = entry.progress.as_deref().and_then(|text| {

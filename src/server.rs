@@ -182,7 +182,10 @@ async fn receive_events(
                 &[("endpoint", &*ep.id), ("reason", "not_stored")],
             );
             tracing::warn!(endpoint = %ep.id, error = %e, "webhook refused: events could not be stored");
-            plain(StatusCode::SERVICE_UNAVAILABLE, "cannot store events now, retry later")
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot store events now, retry later",
+            )
         }
     }
 }

@@ -134,7 +134,10 @@ async fn permanent_errors_and_exhausted_retries_are_dead_lettered_and_later_mess
     }
     // The transcript says which message was never delivered.
     let db = &h.host.app.core.db;
-    let contact = db.contact_of(PAGE, "u1").unwrap().expect("u1 has a contact");
+    let contact = db
+        .contact_of(PAGE, "u1")
+        .unwrap()
+        .expect("u1 has a contact");
     let transcript_ids: Vec<Value> = db
         .transcript(&contact)
         .unwrap()
@@ -215,7 +218,10 @@ async fn a_bad_outside_window_tag_is_a_config_error() {
         )
     );
     let err = ferry::config::Config::parse(&text).unwrap_err().to_string();
-    assert!(err.contains("outside_window_tag") && err.contains("HUMAN_AGENT"), "{err}");
+    assert!(
+        err.contains("outside_window_tag") && err.contains("HUMAN_AGENT"),
+        "{err}"
+    );
     let text = "[server]\ndedup_hours = 12\n";
     let err = ferry::config::Config::parse(text).unwrap_err().to_string();
     assert!(err.contains("dedup_hours") && err.contains("48"), "{err}");
@@ -296,9 +302,7 @@ async fn non_message_events_are_deduplicated_by_user_kind_and_watermark() {
         ),
     );
     let h = Harness::start(users(), &ep).await;
-    let read = |user: &str, watermark: i64| {
-        json!({"sender": {"id": user}, "recipient": {"id": PAGE}, "timestamp": 9, "read": {"watermark": watermark}})
-    };
+    let read = |user: &str, watermark: i64| json!({"sender": {"id": user}, "recipient": {"id": PAGE}, "timestamp": 9, "read": {"watermark": watermark}});
     let referral = json!({"sender": {"id": "u1"}, "recipient": {"id": PAGE}, "timestamp": 10, "referral": {"ref": "ad", "source": "ADS", "type": "OPEN_THREAD"}});
     h.post_json(&body(vec![read("u1", 77), read("u1", 77), read("u2", 77)]))
         .await;
@@ -313,21 +317,30 @@ async fn non_message_events_are_deduplicated_by_user_kind_and_watermark() {
 #[tokio::test]
 async fn a_full_inbox_answers_503_and_what_was_refused_is_accepted_on_redelivery() {
     // The flow takes 1.5 s, so the first event holds its place in the inbox while the others arrive.
-    let flow = TestFlow::start(|_| (200, json!({"outputs": [{"text": "ok"}]}).to_string(), 1_500)).await;
+    let flow =
+        TestFlow::start(|_| (200, json!({"outputs": [{"text": "ok"}]}).to_string(), 1_500)).await;
     let h = Harness::start_with(
         users(),
         "max_inbox_events = 2",
         &endpoint_toml(&flow.toml(), quiet_messenger()),
     )
     .await;
-    let one = h.post_json(&body(vec![text_event("u1", "m1", "a", 1)])).await;
-    let two = h.post_json(&body(vec![text_event("u2", "m2", "b", 2)])).await;
-    let three = h.post_json(&body(vec![text_event("u1", "m3", "c", 3)])).await;
+    let one = h
+        .post_json(&body(vec![text_event("u1", "m1", "a", 1)]))
+        .await;
+    let two = h
+        .post_json(&body(vec![text_event("u2", "m2", "b", 2)]))
+        .await;
+    let three = h
+        .post_json(&body(vec![text_event("u1", "m3", "c", 3)]))
+        .await;
     assert_eq!((one.0, two.0), (200, 200));
     assert_eq!(three.0, 503, "{three:?}");
     h.idle().await;
     // Meta redelivers the refused call; now there is room.
-    let again = h.post_json(&body(vec![text_event("u1", "m3", "c", 3)])).await;
+    let again = h
+        .post_json(&body(vec![text_event("u1", "m3", "c", 3)]))
+        .await;
     assert_eq!(again.0, 200);
     h.idle().await;
     let mut texts: Vec<String> = flow
@@ -341,7 +354,8 @@ async fn a_full_inbox_answers_503_and_what_was_refused_is_accepted_on_redelivery
 
 #[tokio::test]
 async fn at_shutdown_turns_in_flight_finish_and_waiting_events_run_at_the_next_start() {
-    let flow = TestFlow::start(|_| (200, json!({"outputs": [{"text": "ok"}]}).to_string(), 500)).await;
+    let flow =
+        TestFlow::start(|_| (200, json!({"outputs": [{"text": "ok"}]}).to_string(), 500)).await;
     let dir = temp_dir();
     let server = format!("data_dir = \"{}\"", dir.display());
     let ep = endpoint_toml(&flow.toml(), quiet_messenger());
@@ -360,7 +374,11 @@ async fn at_shutdown_turns_in_flight_finish_and_waiting_events_run_at_the_next_s
     host.stop(Duration::from_secs(5)).await.unwrap();
     // The turn in flight finished (its message went out); the two waiting ones did not start.
     assert_eq!(flow.requests().len(), 1);
-    let sent = sim.calls().iter().filter(|c| c.body.get("message").is_some()).count();
+    let sent = sim
+        .calls()
+        .iter()
+        .filter(|c| c.body.get("message").is_some())
+        .count();
     assert_eq!(sent, 1);
     drop(sim);
 

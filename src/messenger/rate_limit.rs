@@ -16,7 +16,10 @@ pub enum CallClass {
 impl CallClass {
     /// Audio and video attachments are media; everything else (text, images, templates, actions) is text.
     pub fn of(body: &Value) -> CallClass {
-        match body.pointer("/message/attachment/type").and_then(Value::as_str) {
+        match body
+            .pointer("/message/attachment/type")
+            .and_then(Value::as_str)
+        {
             Some("audio" | "video") => CallClass::Media,
             _ => CallClass::Text,
         }
@@ -107,7 +110,10 @@ mod tests {
         assert_eq!(CallClass::of(&audio), CallClass::Media);
         assert_eq!(CallClass::of(&video), CallClass::Media);
         assert_eq!(CallClass::of(&image), CallClass::Text);
-        assert_eq!(CallClass::of(&json!({"sender_action": "typing_on"})), CallClass::Text);
+        assert_eq!(
+            CallClass::of(&json!({"sender_action": "typing_on"})),
+            CallClass::Text
+        );
     }
 
     #[test]
@@ -119,7 +125,13 @@ mod tests {
         // The 11th and 12th call wait about 1/10 s and 2/10 s: reservations queue up.
         let eleventh = bucket.reserve();
         let twelfth = bucket.reserve();
-        assert!(eleventh > Duration::from_millis(80) && eleventh <= Duration::from_millis(100), "{eleventh:?}");
-        assert!(twelfth > Duration::from_millis(180) && twelfth <= Duration::from_millis(200), "{twelfth:?}");
+        assert!(
+            eleventh > Duration::from_millis(80) && eleventh <= Duration::from_millis(100),
+            "{eleventh:?}"
+        );
+        assert!(
+            twelfth > Duration::from_millis(180) && twelfth <= Duration::from_millis(200),
+            "{twelfth:?}"
+        );
     }
 }

@@ -250,7 +250,11 @@ impl Journal {
     }
 
     /// Inbox entries after `after_seq`, oldest first, at most `limit`.
-    pub fn waiting_after(&self, after_seq: i64, limit: usize) -> Result<Vec<InboxEntry>, StoreError> {
+    pub fn waiting_after(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<InboxEntry>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT seq, endpoint_id, user_id, event, received_ms, progress FROM inbox
@@ -457,7 +461,8 @@ impl Writer {
         let tx = self.conn.transaction()?;
         let mut committed = Committed::default();
         for seq in &retry_completions {
-            committed.completed += tx.execute("DELETE FROM inbox WHERE seq = ?1", params![seq])? as i64;
+            committed.completed +=
+                tx.execute("DELETE FROM inbox WHERE seq = ?1", params![seq])? as i64;
         }
         for op in batch {
             match op {
