@@ -83,6 +83,7 @@ impl Inbox {
             .collect();
         if self.dispatcher.pending() + fresh.len() > self.max_in_memory {
             feed.spilled = true;
+            self.core.metrics.inc("ferry_inbox_spills_total", &[]);
             self.wake.notify_one();
             return;
         }

@@ -31,6 +31,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Time from receiving a webhook call to its 200, the events durably stored.",
     ),
     (
+        "ferry_inbox_spills_total",
+        "counter",
+        "Times memory was full (server.max_pending_events) and new events waited in the inbox on disk.",
+    ),
+    (
         "ferry_send_retries_total",
         "counter",
         "Send API calls retried after a retryable error, by endpoint.",

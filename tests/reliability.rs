@@ -392,3 +392,40 @@ async fn at_shutdown_turns_in_flight_finish_and_waiting_events_run_at_the_next_s
     assert_eq!(texts, vec!["first", "second", "third"]);
     assert_eq!(h.texts(), vec!["ok", "ok"]);
 }
+
+#[tokio::test]
+async fn with_little_memory_events_wait_on_disk_and_keep_per_user_order() {
+    // Three turns in memory at most: the other events wait in the inbox file and are loaded as turns end.
+    let flow = TestFlow::start(|req| {
+        let text = req["text"].as_str().unwrap_or("").to_string();
+        (200, json!({"outputs": [{"text": text}]}).to_string(), 20)
+    })
+    .await;
+    let h = Harness::start_with(
+        users(),
+        "max_pending_events = 3",
+        &endpoint_toml(&flow.toml(), quiet_messenger()),
+    )
+    .await;
+    for i in 0..20 {
+        let items = vec![
+            text_event("u1", &format!("a{i}"), &format!("u1-{i}"), i),
+            text_event("u2", &format!("b{i}"), &format!("u2-{i}"), i),
+        ];
+        assert_eq!(h.post_json(&body(items)).await.0, 200);
+    }
+    h.idle().await;
+    for user in ["u1", "u2"] {
+        let got: Vec<String> = h
+            .messages()
+            .iter()
+            .filter(|c| c.body["recipient"]["id"] == user)
+            .map(|c| c.body["message"]["text"].as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = (0..20).map(|i| format!("{user}-{i}")).collect();
+        assert_eq!(got, expected);
+    }
+    assert_eq!(h.host.app.core.journal.waiting(), 0);
+    let metrics = h.metrics().await;
+    assert!(metrics.contains("ferry_inbox_spills_total "), "{metrics}");
+}

@@ -263,15 +263,21 @@ async fn erasure_removes_the_user_from_every_table() {
     );
     let users = sim_config(vec![sim_user("u1", "Ada"), sim_user("u2", "Bob")]);
     let h = Harness::start_with(users, &server(&dir), &ep).await;
+    // u1's answer is refused for good: a dead letter about u1 is kept in the journal.
+    h.sim.set_faults(ferry::sim::Faults::once([
+        ferry::sim::Fault::PersonUnavailable,
+    ]));
     say(&h, "u1", "m1", r#"storage-set {"x":1}"#, 1).await;
     say(&h, "u2", "m2", "hello", 2).await;
     let db = &h.host.app.core.db;
+    let journal = &h.host.app.core.journal;
     for table in USER_TABLES {
         assert!(
             db.rows_mentioning(table, "u1").unwrap() > 0 || *table == "contacts",
             "{table} holds u1 before"
         );
     }
+    assert_eq!(journal.rows_mentioning("dead_letters", "u1").unwrap(), 1);
     let (_, contact) = admin_get(&h, "/admin/contacts?endpoint=shop&psid=u1").await;
     let id = contact["contact_id"].as_str().unwrap().to_string();
     let r = h
@@ -286,6 +292,14 @@ async fn erasure_removes_the_user_from_every_table() {
     assert_eq!(report["deleted"]["contacts"], 1);
     assert_eq!(report["deleted"]["transcripts"], 1);
     assert_eq!(report["deleted"]["session_values"], 1);
+    assert_eq!(report["deleted"]["dead_letters"], 1);
+    for table in ferry::store::JOURNAL_USER_TABLES {
+        assert_eq!(
+            journal.rows_mentioning(table, "u1").unwrap(),
+            0,
+            "journal table {table} still mentions u1"
+        );
+    }
     for table in USER_TABLES {
         assert_eq!(
             db.rows_mentioning(table, "u1").unwrap(),

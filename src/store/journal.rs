@@ -538,3 +538,117 @@ fn append_one(
     });
     Ok(Some(seq))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ManualClock, SystemClock};
+
+    fn event(key: &str, user: &str) -> NewEvent {
+        NewEvent {
+            endpoint_id: "ep".into(),
+            page_id: "1".into(),
+            user_id: user.into(),
+            dedup_key: key.into(),
+            event: format!("{{\"k\":\"{key}\"}}"),
+        }
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ferry-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[tokio::test]
+    async fn appends_skip_seen_keys_feed_the_sink_in_order_and_survive_reopening() {
+        let d = dir("append");
+        let journal = Journal::open(&d, Arc::new(SystemClock), 100).unwrap();
+        let fed: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let sink = Arc::clone(&fed);
+        journal.set_sink(Box::new(move |entries| {
+            sink.lock().unwrap().extend(entries.iter().map(|e| e.seq));
+        }));
+        let first = journal
+            .append(vec![event("a", "u1"), event("a", "u1"), event("b", "u2")])
+            .await
+            .unwrap();
+        assert!(first[0].is_some() && first[1].is_none() && first[2].is_some());
+        let again = journal.append(vec![event("b", "u2")]).await.unwrap();
+        assert_eq!(again, vec![None]);
+        assert_eq!(journal.waiting(), 2);
+        let seqs: Vec<i64> = first.iter().flatten().copied().collect();
+        assert_eq!(*fed.lock().unwrap(), seqs);
+
+        journal
+            .save_progress(seqs[0], "{\"step\":1}".into())
+            .await
+            .unwrap();
+        journal.complete(vec![seqs[1]]);
+        journal.sync().await.unwrap();
+        assert_eq!(journal.waiting(), 1);
+        drop(journal);
+
+        let reopened = Journal::open(&d, Arc::new(SystemClock), 100).unwrap();
+        assert_eq!(reopened.waiting(), 1);
+        let left = reopened.waiting_after(0, 10).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].seq, seqs[0]);
+        assert_eq!(left[0].progress.as_deref(), Some("{\"step\":1}"));
+        // The key of the completed event is still known: a redelivery runs nothing.
+        assert_eq!(
+            reopened.append(vec![event("b", "u2")]).await.unwrap(),
+            vec![None]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_inbox_refuses_the_whole_batch() {
+        let journal = Journal::open(&dir("full"), Arc::new(SystemClock), 2).unwrap();
+        journal.append(vec![event("a", "u1")]).await.unwrap();
+        let refused = journal
+            .append(vec![event("b", "u1"), event("c", "u1")])
+            .await;
+        assert!(matches!(refused, Err(AppendError::Full(1))), "{refused:?}");
+        // Nothing of the refused batch was stored: its keys are still new.
+        assert_eq!(
+            journal.append(vec![event("b", "u1")]).await.unwrap().len(),
+            1
+        );
+        assert_eq!(journal.waiting(), 2);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_erased_and_purged_with_old_keys() {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let journal = Journal::open(&dir("dead"), clock.clone(), 100).unwrap();
+        for (user, reason) in [("u1", "permanent_error"), ("u2", "outside_window")] {
+            let letter = DeadLetter {
+                endpoint_id: "ep".into(),
+                user_id: user.into(),
+                reason: reason.into(),
+                error: "Graph API error".into(),
+                message: "{\"message\":{\"text\":\"hi\"}}".into(),
+            };
+            journal.dead_letter(letter).await.unwrap();
+        }
+        journal.append(vec![event("k", "u1")]).await.unwrap();
+        let all = journal.dead_letters(None, 10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0]["reason"], "outside_window");
+        assert_eq!(all[1]["message"]["message"]["text"], "hi");
+        assert_eq!(journal.dead_letters(Some("other"), 10).unwrap().len(), 0);
+        assert_eq!(journal.erase_user("ep", "u1").unwrap(), 1);
+        assert_eq!(journal.rows_mentioning("dead_letters", "u1").unwrap(), 0);
+
+        // 49 hours later, with keys kept 48 hours and letters 30 days: the key goes, the letter stays.
+        clock.advance_minutes(49 * 60);
+        assert_eq!(journal.purge(48 * 3_600_000, 30 * 86_400_000).unwrap(), 1);
+        assert_eq!(journal.dead_letters(None, 10).unwrap().len(), 1);
+        let seq = journal.append(vec![event("k", "u1")]).await.unwrap();
+        assert!(
+            seq[0].is_some(),
+            "a key older than the keep time is forgotten"
+        );
+    }
+}
