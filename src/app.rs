@@ -1,7 +1,7 @@
 //! The running host: endpoints built from the configuration, and what all turns share.
 
 use crate::config::{Config, EndpointConfig, Secret};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, TurnRuntime};
 use crate::flow::{Flow, FlowEndpoint};
 use crate::inbox::Inbox;
 use crate::messenger::graph::{http_client, GraphClient, PageAuth};
@@ -9,7 +9,7 @@ use crate::messenger::rate_limit::PageLimits;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Job};
 use crate::profiles::ProfileCache;
-use crate::store::{Clock, Db, Journal, SessionPolicy, StoreError};
+use crate::store::{Clock, Db, Journal, SessionPolicy};
 use crate::transformer::hooks::EndpointPlugin;
 use crate::transformer::storage::SessionStorage;
 use crate::transformer::store::PluginStore;
@@ -156,6 +156,8 @@ pub struct App {
     pub dispatcher: Arc<TurnDispatcher>,
     /// Feeds accepted events from the journal to the dispatcher.
     pub inbox: Arc<Inbox>,
+    /// Where turns run (lower priority than acknowledgements); stops when the app is dropped.
+    _turn_runtime: TurnRuntime,
     pub max_body_bytes: usize,
     pub dedup_keep_ms: i64,
     pub admin_token: Option<Secret>,
@@ -169,7 +171,7 @@ pub struct App {
 impl App {
     /// Opens the database under `server.data_dir` (a clear error when it is unusable) and builds the
     /// endpoints.
-    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<App>, StoreError> {
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Arc<App>> {
         let db = Arc::new(Db::open(&config.server.data_dir, Arc::clone(&clock))?);
         let journal = Arc::new(Journal::open(
             &config.server.data_dir,
@@ -216,7 +218,10 @@ impl App {
             })
             .collect();
         let handler: fn(Job) -> BoxFuture<'static, ()> = |job| Box::pin(pipeline::run_turn(job));
-        let dispatcher = Dispatcher::new(handler);
+        let turn_runtime =
+            TurnRuntime::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
+                .map_err(|e| anyhow::anyhow!("cannot start the turn threads: {e}"))?;
+        let dispatcher = Dispatcher::new(handler, Some(turn_runtime.handle()));
         let inbox = Inbox::new(
             Arc::clone(&core),
             endpoints.clone(),
@@ -228,6 +233,7 @@ impl App {
             endpoints,
             dispatcher,
             inbox,
+            _turn_runtime: turn_runtime,
             max_body_bytes: config.server.max_body_bytes,
             dedup_keep_ms: config.server.dedup_hours as i64 * 3_600_000,
             admin_token: config.server.admin_token,
@@ -250,19 +256,16 @@ impl App {
             Ok(n) => deleted += n,
             Err(e) => tracing::warn!(error = %e, "session purge failed"),
         }
-        let longest_retention_ms = self
-            .endpoints
-            .values()
-            .map(|e| e.config.data_protection.retention_days as i64 * 86_400_000)
-            .max()
-            .unwrap_or(0);
-        match self
-            .core
-            .journal
-            .purge(self.dedup_keep_ms, longest_retention_ms)
-        {
+        match self.core.journal.purge_keys(self.dedup_keep_ms) {
             Ok(n) => deleted += n,
-            Err(e) => tracing::warn!(error = %e, "journal purge failed"),
+            Err(e) => tracing::warn!(error = %e, "de-duplication key purge failed"),
+        }
+        for ep in self.endpoints.values() {
+            let days = ep.config.data_protection.retention_days;
+            match self.core.journal.purge_dead_letters(&ep.id, days) {
+                Ok(n) => deleted += n,
+                Err(e) => tracing::warn!(endpoint = %ep.id, error = %e, "dead letter purge failed"),
+            }
         }
         for ep in self.endpoints.values() {
             match self

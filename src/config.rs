@@ -555,13 +555,14 @@ impl Config {
                 )));
             }
             let delivery = &ep.delivery;
+            let rate_ok = |r: f64| r.is_finite() && r >= 0.01;
             if delivery.max_attempts == 0
                 || delivery.retry_base_ms > delivery.retry_max_ms
-                || delivery.text_per_second <= 0.0
-                || delivery.media_per_second <= 0.0
+                || !rate_ok(delivery.text_per_second)
+                || !rate_ok(delivery.media_per_second)
             {
                 return Err(ConfigError::Invalid(format!(
-                    "endpoint `{id}` (line {line}): delivery.max_attempts must be at least 1, retry_base_ms at most retry_max_ms, and the rates greater than 0"
+                    "endpoint `{id}` (line {line}): delivery.max_attempts must be at least 1, retry_base_ms at most retry_max_ms, and the rates finite numbers of at least 0.01 per second"
                 )));
             }
             if let Some(tag) = &delivery.outside_window_tag {

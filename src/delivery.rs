@@ -89,6 +89,11 @@ impl<'a> Delivery<'a> {
             attempt += 1;
             let error = match self.call(&body).await {
                 Ok(reply) => return Some(reply.message_id.unwrap_or_default()),
+                // A 2xx reply Ferry could not read: Meta took the message; resending would double it.
+                Err(GraphError::Malformed(e)) => {
+                    tracing::warn!(endpoint = %self.ep.id, error = %e, "Send API accepted the message with an unreadable reply");
+                    return Some(String::new());
+                }
                 Err(e) => e,
             };
             let reason = if error.is_outside_window() {

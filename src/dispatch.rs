@@ -3,6 +3,10 @@
 //!
 //! A user with work has exactly one worker task draining their queue; the task ends when the queue is empty,
 //! so idle users cost nothing. The inbox (see `inbox`) bounds how many jobs are pending here.
+//!
+//! Turns run on their own runtime, whose threads have a lower scheduling priority than the ones that answer
+//! webhooks: under a burst, Meta's calls are acknowledged first (the events are safe in the inbox) and turns
+//! use the CPU that is left, instead of acknowledgements queueing behind turns.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -26,12 +30,13 @@ where
     H: Fn(J) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    pub fn new(handler: H) -> Arc<Self> {
+    /// Workers run on `runtime` (the current runtime when `None`).
+    pub fn new(handler: H, runtime: Option<tokio::runtime::Handle>) -> Arc<Self> {
         Arc::new(Dispatcher {
             queues: Mutex::new(HashMap::new()),
             pending: AtomicUsize::new(0),
             handler,
-            runtime: tokio::runtime::Handle::try_current().ok(),
+            runtime: runtime.or_else(|| tokio::runtime::Handle::try_current().ok()),
         })
     }
 
@@ -86,6 +91,62 @@ where
     }
 }
 
+/// Worker threads of the turn runtime run this much nicer than the rest of the process (Linux).
+const TURN_NICENESS: i32 = 5;
+
+/// A multi-threaded tokio runtime for turns, owned by a thread of its own so that it can be dropped from
+/// anywhere (a runtime may not be dropped inside another one).
+pub struct TurnRuntime {
+    handle: tokio::runtime::Handle,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl TurnRuntime {
+    pub fn start(workers: usize) -> std::io::Result<TurnRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers.max(1))
+            .thread_name("ferry-turns")
+            .on_thread_start(lower_this_threads_priority)
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("ferry-turns-owner".into())
+            .spawn(move || {
+                let _ = stopped.recv();
+                // Turns still running are abandoned; their progress is in the journal.
+                runtime.shutdown_background();
+            })?;
+        Ok(TurnRuntime {
+            handle,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for TurnRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, current + TURN_NICENESS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,14 +156,18 @@ mod tests {
     async fn per_key_order_is_kept_and_keys_run_concurrently() {
         let log = Arc::new(Mutex::new(Vec::<(u32, u32)>::new()));
         let sink = Arc::clone(&log);
-        let d = Dispatcher::new(move |(user, n): (u32, u32)| {
-            let sink = Arc::clone(&sink);
-            async move {
-                // Later jobs sleep less: without per-key serialisation they would overtake.
-                tokio::time::sleep(Duration::from_millis(u64::from(10 - n))).await;
-                sink.lock().unwrap().push((user, n));
-            }
-        });
+        let turns = TurnRuntime::start(2).unwrap();
+        let d = Dispatcher::new(
+            move |(user, n): (u32, u32)| {
+                let sink = Arc::clone(&sink);
+                async move {
+                    // Later jobs sleep less: without per-key serialisation they would overtake.
+                    tokio::time::sleep(Duration::from_millis(u64::from(10 - n))).await;
+                    sink.lock().unwrap().push((user, n));
+                }
+            },
+            Some(turns.handle()),
+        );
         let start = std::time::Instant::now();
         for n in 0..10 {
             for user in 0..20 {

@@ -164,6 +164,10 @@ impl Inbox {
     /// An entry that can never run (its endpoint was removed from the configuration): kept as a dead letter.
     fn unrunnable(&self, entry: InboxEntry, reason: &str, error: &str) {
         tracing::warn!(endpoint = %entry.endpoint_id, seq = entry.seq, reason, "inbox entry cannot run; dead-lettered");
+        self.core.metrics.inc(
+            "ferry_dead_letters_total",
+            &[("endpoint", &entry.endpoint_id), ("reason", reason)],
+        );
         let letter = DeadLetter {
             endpoint_id: entry.endpoint_id,
             user_id: entry.user_id,

@@ -58,7 +58,8 @@ async fn plugin_log_lines_are_masked_only_when_asked() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global: turns run on the host's own threads. This file holds this one test, so nothing else logs here.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     run(true, "9876543210", "my secret plan").await;
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -49,7 +49,7 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS dead_letters_by_user ON dead_letters (endpoint_id, user_id);";
 
 /// Journal tables that hold user data (erasure and its test scan them).
-pub const JOURNAL_USER_TABLES: &[&str] = &["inbox", "dead_letters"];
+pub const JOURNAL_USER_TABLES: &[&str] = &["inbox", "dead_letters", "dedup"];
 
 /// Operations queued for the writer at most; beyond this, callers are refused at once.
 const QUEUE_BOUND: usize = 16_384;
@@ -206,15 +206,31 @@ impl Journal {
     /// Records a turn's progress durably (the outputs of its flow, the messages sent so far).
     pub async fn save_progress(&self, seq: i64, progress: String) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Op::Progress(seq, progress, reply))?;
+        self.submit_patiently(Op::Progress(seq, progress, reply))
+            .await?;
         wait(answer).await
     }
 
     /// Stores a dead letter durably.
     pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Op::DeadLetter(letter, reply))?;
+        self.submit_patiently(Op::DeadLetter(letter, reply)).await?;
         wait(answer).await
+    }
+
+    /// Queues an operation of a turn in progress: when the queue is full (a burst of webhook calls), the
+    /// turn waits for room rather than go on unrecorded.
+    async fn submit_patiently(&self, mut op: Op) -> Result<(), StoreError> {
+        loop {
+            match self.queue.try_send(op) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(back)) => {
+                    op = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(writer_gone()),
+            }
+        }
     }
 
     /// Removes finished turns from the inbox (queued: the next commit carries it; a crash before it only
@@ -299,27 +315,40 @@ impl Journal {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Forgets de-duplication keys older than `keep_ms` and dead letters older than `dead_letter_ms`.
-    pub fn purge(&self, keep_ms: i64, dead_letter_ms: i64) -> Result<usize, StoreError> {
-        let now = self.clock.now_ms();
-        let conn = self.reader();
-        let keys = conn.execute(
-            "DELETE FROM dedup WHERE seen_ms < ?1",
-            params![now - keep_ms],
-        )?;
-        let letters = conn.execute(
-            "DELETE FROM dead_letters WHERE at_ms < ?1",
-            params![now - dead_letter_ms],
-        )?;
-        Ok(keys + letters)
+    /// Forgets de-duplication keys older than `keep_ms`.
+    pub fn purge_keys(&self, keep_ms: i64) -> Result<usize, StoreError> {
+        let cutoff = self.clock.now_ms() - keep_ms;
+        Ok(self
+            .reader()
+            .execute("DELETE FROM dedup WHERE seen_ms < ?1", params![cutoff])?)
     }
 
-    /// Deletes a user's dead letters (erasure). Waiting events are left: they are turns Meta was promised.
-    pub fn erase_user(&self, endpoint_id: &str, user_id: &str) -> Result<usize, StoreError> {
+    /// Deletes an endpoint's dead letters older than `days` (0 keeps them for ever, like transcripts).
+    pub fn purge_dead_letters(&self, endpoint_id: &str, days: u64) -> Result<usize, StoreError> {
+        if days == 0 {
+            return Ok(0);
+        }
+        let cutoff = self.clock.now_ms() - days as i64 * 86_400_000;
         Ok(self.reader().execute(
+            "DELETE FROM dead_letters WHERE endpoint_id = ?1 AND at_ms < ?2",
+            params![endpoint_id, cutoff],
+        )?)
+    }
+
+    /// Deletes a user's dead letters and the de-duplication keys that name them (erasure); returns the
+    /// dead letters deleted. Waiting events are left: they are turns Meta was promised.
+    pub fn erase_user(&self, endpoint_id: &str, user_id: &str) -> Result<usize, StoreError> {
+        let conn = self.reader();
+        let letters = conn.execute(
             "DELETE FROM dead_letters WHERE endpoint_id = ?1 AND user_id = ?2",
             params![endpoint_id, user_id],
-        )?)
+        )?;
+        // Keys of events without a message id are `kind:user:moment` (see `Event::dedup_key`).
+        conn.execute(
+            "DELETE FROM dedup WHERE key LIKE '%:' || ?1 || ':%' AND key NOT LIKE 'mid:%'",
+            params![user_id],
+        )?;
+        Ok(letters)
     }
 
     /// Rows of `table` whose text contains `needle` (the erasure test's scan).
@@ -458,9 +487,24 @@ impl Writer {
         appended: &mut Vec<Vec<Option<i64>>>,
     ) -> Result<Committed, StoreError> {
         let retry_completions = std::mem::take(&mut self.unsaved_completions);
+        let result = self.apply_in_transaction(&retry_completions, batch, now, appended);
+        if result.is_err() {
+            // Nothing of the batch was stored: completions carried over must be tried again.
+            self.unsaved_completions = retry_completions;
+        }
+        result
+    }
+
+    fn apply_in_transaction(
+        &mut self,
+        retry_completions: &[i64],
+        batch: &[Op],
+        now: i64,
+        appended: &mut Vec<Vec<Option<i64>>>,
+    ) -> Result<Committed, StoreError> {
         let tx = self.conn.transaction()?;
         let mut committed = Committed::default();
-        for seq in &retry_completions {
+        for seq in retry_completions {
             committed.completed +=
                 tx.execute("DELETE FROM inbox WHERE seq = ?1", params![seq])? as i64;
         }
@@ -500,10 +544,7 @@ impl Writer {
                 Op::Sync(_) => {}
             }
         }
-        if let Err(e) = tx.commit() {
-            self.unsaved_completions = retry_completions;
-            return Err(e.into());
-        }
+        tx.commit()?;
         Ok(committed)
     }
 }
@@ -643,8 +684,13 @@ mod tests {
 
         // 49 hours later, with keys kept 48 hours and letters 30 days: the key goes, the letter stays.
         clock.advance_minutes(49 * 60);
-        assert_eq!(journal.purge(48 * 3_600_000, 30 * 86_400_000).unwrap(), 1);
+        assert_eq!(journal.purge_keys(48 * 3_600_000).unwrap(), 1);
+        assert_eq!(journal.purge_dead_letters("ep", 30).unwrap(), 0);
         assert_eq!(journal.dead_letters(None, 10).unwrap().len(), 1);
+        // 31 days: gone, unless the endpoint keeps everything (0 days).
+        clock.advance_minutes(31 * 24 * 60);
+        assert_eq!(journal.purge_dead_letters("ep", 0).unwrap(), 0);
+        assert_eq!(journal.purge_dead_letters("ep", 30).unwrap(), 1);
         let seq = journal.append(vec![event("k", "u1")]).await.unwrap();
         assert!(
             seq[0].is_some(),

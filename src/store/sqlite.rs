@@ -448,7 +448,14 @@ impl Db {
         drop(pending);
         let transcripts: Vec<&TranscriptTurn> =
             batch.iter().filter_map(|t| t.transcript.as_ref()).collect();
-        if let Err(e) = insert_turns(&mut conn, &transcripts) {
+        // This commit is fsynced: the journal forgets these turns' events right after it, so their
+        // transcripts must survive a power cut too (other writes here stay cheaper, at NORMAL).
+        let stored = conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(StoreError::from)
+            .and_then(|_| insert_turns(&mut conn, &transcripts));
+        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+        if let Err(e) = stored {
             // Put them back: the next flush retries, and the inbox keeps their events meanwhile.
             drop(conn);
             let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
