@@ -106,7 +106,7 @@ impl TurnRuntime {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name("ferry-turns")
-            .on_thread_start(lower_this_threads_priority)
+            .on_thread_start(|| adjust_this_threads_priority(TURN_NICENESS))
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -137,14 +137,18 @@ impl Drop for TurnRuntime {
     }
 }
 
-fn lower_this_threads_priority() {
+/// Changes the calling thread's niceness by `delta` (Linux; elsewhere nothing). Raising the priority needs
+/// CAP_SYS_NICE: without it the call fails quietly and the thread keeps its priority.
+pub fn adjust_this_threads_priority(delta: i32) {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority on the calling thread's own id; no memory is passed.
+    // SAFETY: getpriority/setpriority on the calling thread's own id; no memory is passed.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, current + TURN_NICENESS);
+        libc::setpriority(libc::PRIO_PROCESS, tid, current + delta);
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = delta;
 }
 
 #[cfg(test)]

@@ -32,7 +32,14 @@ struct Feed {
     spilled: bool,
     /// The last sequence number handed to the dispatcher.
     last_seq: i64,
+    /// The highest sequence number the writer left on disk while spilled: the refill may only stop once it
+    /// has loaded that far.
+    left_on_disk: i64,
 }
+
+/// Inbox entries read per refill at most: the read runs outside the lock, but smaller reads hand work to
+/// the dispatcher sooner.
+const REFILL_BATCH: usize = 2_048;
 
 impl Inbox {
     pub fn new(
@@ -49,6 +56,7 @@ impl Inbox {
             feed: Mutex::new(Feed {
                 spilled: true,
                 last_seq: 0,
+                left_on_disk: 0,
             }),
             wake: Notify::new(),
         })
@@ -70,10 +78,13 @@ impl Inbox {
         tokio::spawn(refill_loop(weak));
     }
 
-    /// Called by the journal writer with each commit's new events, in order.
+    /// Called by the journal writer with each commit's new events, in order. Never waits for the refill's
+    /// reads: the lock is only held for bookkeeping.
     fn committed(&self, entries: Vec<InboxEntry>) {
         let mut feed = self.feed();
+        let newest = entries.last().map_or(0, |e| e.seq);
         if feed.spilled {
+            feed.left_on_disk = feed.left_on_disk.max(newest);
             self.wake.notify_one();
             return;
         }
@@ -83,6 +94,7 @@ impl Inbox {
             .collect();
         if self.dispatcher.pending() + fresh.len() > self.max_in_memory {
             feed.spilled = true;
+            feed.left_on_disk = feed.left_on_disk.max(newest);
             self.core.metrics.inc("ferry_inbox_spills_total", &[]);
             self.wake.notify_one();
             return;
@@ -98,27 +110,37 @@ impl Inbox {
         if self.core.is_stopping() {
             return 0;
         }
-        let mut feed = self.feed();
-        if !feed.spilled {
-            return 0;
-        }
+        let after = {
+            let feed = self.feed();
+            if !feed.spilled {
+                return 0;
+            }
+            feed.last_seq
+        };
         let room = self.max_in_memory.saturating_sub(self.dispatcher.pending());
         if room < self.max_in_memory / 4 && room < 1024 {
             return 0;
         }
-        let entries = match self.core.journal.waiting_after(feed.last_seq, room) {
+        let want = room.min(REFILL_BATCH);
+        // Read without the lock: the journal writer must never wait for this.
+        let entries = match self.core.journal.waiting_after(after, want) {
             Ok(entries) => entries,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the inbox; will retry");
                 return 0;
             }
         };
-        let loaded = entries.len();
+        let mut feed = self.feed();
+        let mut loaded = 0;
         for entry in entries {
-            feed.last_seq = entry.seq;
-            self.submit(entry);
+            // Only the refill feeds while spilled, so nothing here was fed already; the check is cheap.
+            if entry.seq > feed.last_seq {
+                feed.last_seq = entry.seq;
+                self.submit(entry);
+                loaded += 1;
+            }
         }
-        if loaded < room {
+        if loaded < want && feed.left_on_disk <= feed.last_seq {
             // Everything committed so far is in memory; the writer may feed directly again.
             feed.spilled = false;
         }

@@ -152,6 +152,12 @@ impl Journal {
         writer
             .execute_batch(SCHEMA)
             .map_err(|e| open_error(e.to_string()))?;
+        // Checkpoints (copying the log into the database file, with its own fsync) run on a thread of
+        // their own, so a commit never waits for one.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|e| open_error(e.to_string()))?;
+        let checkpointer = open().map_err(|e| open_error(e.to_string()))?;
         let reader = open().map_err(|e| open_error(e.to_string()))?;
         let waiting: i64 = reader
             .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
@@ -168,8 +174,18 @@ impl Journal {
         };
         std::thread::Builder::new()
             .name("ferry-journal".into())
-            .spawn(move || state.run(ops))
+            .spawn(move || {
+                // Every acknowledgement waits for this thread: it goes first when it can (see
+                // `adjust_this_threads_priority`).
+                crate::dispatch::adjust_this_threads_priority(-5);
+                state.run(ops)
+            })
             .map_err(|e| open_error(format!("cannot start the journal writer: {e}")))?;
+        let alive = Arc::downgrade(&sink);
+        std::thread::Builder::new()
+            .name("ferry-checkpoint".into())
+            .spawn(move || checkpoint_while(alive, checkpointer))
+            .map_err(|e| open_error(format!("cannot start the journal checkpointer: {e}")))?;
         Ok(Journal {
             queue,
             reader: Mutex::new(reader),
@@ -382,6 +398,20 @@ impl Journal {
             )
             .optional()?
             .flatten())
+    }
+}
+
+/// How often the log is copied into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Checkpoints the journal's log until the journal is dropped (`alive` is its sink slot).
+fn checkpoint_while(alive: std::sync::Weak<OnceLock<Sink>>, conn: Connection) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        // PASSIVE: never blocks the writer; what it cannot copy now is copied next time.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "journal checkpoint failed");
+        }
     }
 }
 

@@ -476,11 +476,15 @@ impl Db {
         let weak = Arc::downgrade(db);
         let spawned = std::thread::Builder::new()
             .name("ferry-transcripts".into())
-            .spawn(move || loop {
-                std::thread::sleep(TRANSCRIPT_FLUSH);
-                let Some(db) = weak.upgrade() else { return };
-                if let Err(e) = db.flush() {
-                    tracing::warn!(error = %e, "transcripts not stored");
+            .spawn(move || {
+                // Background work: acknowledgements (the journal writer) go first.
+                crate::dispatch::adjust_this_threads_priority(5);
+                loop {
+                    std::thread::sleep(TRANSCRIPT_FLUSH);
+                    let Some(db) = weak.upgrade() else { return };
+                    if let Err(e) = db.flush() {
+                        tracing::warn!(error = %e, "transcripts not stored");
+                    }
                 }
             });
         if let Err(e) = spawned {
