@@ -209,13 +209,19 @@ impl Journal {
     /// Stores events durably, skipping redeliveries: one result per event, its sequence number, or `None`
     /// for a duplicate. The sink receives the new ones before this returns.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Option<i64>>, AppendError> {
-        let waiting = self.waiting();
-        if waiting + events.len() as i64 > self.max_waiting {
-            return Err(AppendError::Full(waiting));
+        // Room is reserved up front, so concurrent calls cannot overshoot the bound together; the writer
+        // gives back what duplicates and failures did not use.
+        let n = events.len() as i64;
+        let before = self.waiting.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.max_waiting {
+            self.waiting.fetch_sub(n, Ordering::AcqRel);
+            return Err(AppendError::Full(before));
         }
         let (reply, answer) = oneshot::channel();
-        self.submit(Op::Append(events, reply))
-            .map_err(|_| AppendError::Busy)?;
+        if self.submit(Op::Append(events, reply)).is_err() {
+            self.waiting.fetch_sub(n, Ordering::AcqRel);
+            return Err(AppendError::Busy);
+        }
         Ok(wait(answer).await?)
     }
 
@@ -458,6 +464,14 @@ impl Writer {
         let now = self.clock.now_ms();
         let mut appended: Vec<Vec<Option<i64>>> = Vec::new();
         let result = self.apply(&batch, now, &mut appended);
+        // Room the appends reserved (see `Journal::append`).
+        let reserved: i64 = batch
+            .iter()
+            .map(|op| match op {
+                Op::Append(events, _) => events.len() as i64,
+                _ => 0,
+            })
+            .sum();
         let completions: Vec<i64> = batch
             .iter()
             .filter_map(|op| match op {
@@ -469,7 +483,7 @@ impl Writer {
         match result {
             Ok(committed) => {
                 self.waiting.fetch_add(
-                    committed.appended.len() as i64 - committed.completed,
+                    committed.appended.len() as i64 - reserved - committed.completed,
                     Ordering::AcqRel,
                 );
                 // The sink runs before any append is answered: the dispatcher has the events, in order,
@@ -494,6 +508,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, ops = batch.len(), "journal commit failed");
+                self.waiting.fetch_sub(reserved, Ordering::AcqRel);
                 self.unsaved_completions.extend(completions);
                 for op in batch {
                     match op {
@@ -687,6 +702,30 @@ mod tests {
             1
         );
         assert_eq!(journal.waiting(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_never_overshoot_the_bound_and_duplicates_give_room_back() {
+        let journal = Arc::new(Journal::open(&dir("race"), Arc::new(SystemClock), 10).unwrap());
+        let calls = (0..40).map(|i| {
+            let journal = Arc::clone(&journal);
+            tokio::spawn(async move { journal.append(vec![event(&format!("k{i}"), "u")]).await })
+        });
+        let results = futures::future::join_all(calls).await;
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Ok(v)) if v[0].is_some()))
+            .count();
+        assert_eq!(stored, 10);
+        assert_eq!(journal.waiting(), 10);
+        // While full, even a redelivery of a stored event is refused (Meta retries it), and counts nothing.
+        let stored_key = results
+            .iter()
+            .position(|r| matches!(r, Ok(Ok(v)) if v[0].is_some()))
+            .map(|i| format!("k{i}"))
+            .unwrap();
+        assert!(journal.append(vec![event(&stored_key, "u")]).await.is_err());
+        assert_eq!(journal.waiting(), 10);
     }
 
     #[tokio::test]
