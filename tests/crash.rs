@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -438,43 +438,14 @@ fn transcript_texts(dir: &Path) -> HashMap<String, usize> {
 }
 
 fn config(dir: &Path, graph: &str, flow_url: &str) -> String {
-    let dir: PathBuf = dir.to_path_buf();
+    let settings = format!(
+        "\n[endpoint.profiles]\nrequest = false\n{}\n[endpoint.delivery]\nmax_attempts = 30\nretry_base_ms = 10\nretry_max_ms = 200\ntext_per_second = 100000\n",
+        quiet_messenger()
+    );
+    let flow = format!("kind = \"http\"\nurl = \"{flow_url}\"\ntimeout_ms = 10000");
     format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-data_dir = "{}"
-shutdown_grace_ms = 5000
-
-[graph]
-base_url = "{graph}"
-version = "v25.0"
-
-[[endpoint]]
-id = "shop"
-page_id = "{PAGE}"
-page_access_token = "{PAGE_TOKEN}"
-app_secret = "{APP_SECRET}"
-verify_token = "{VERIFY}"
-
-[endpoint.profiles]
-request = false
-
-[endpoint.messenger]
-typing_indicators = false
-message_delay_ms = 0
-mark_seen = false
-
-[endpoint.delivery]
-max_attempts = 30
-retry_base_ms = 10
-retry_max_ms = 200
-text_per_second = 100000
-
-[endpoint.flow]
-kind = "http"
-url = "{flow_url}"
-timeout_ms = 10000
-"#,
-        dir.display()
+        "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nshutdown_grace_ms = 5000\n\n[graph]\nbase_url = \"{graph}\"\nversion = \"v25.0\"\n{}",
+        dir.display(),
+        endpoint_toml(&flow, &settings)
     )
 }
