@@ -3,16 +3,19 @@
 //! acknowledgement latency, completed turns per second and peak memory. Every acknowledged event is in the
 //! durable inbox (committed with fsync) before its 200, as in production.
 //!
+//! The driver writes prebuilt, presigned HTTP/1.1 requests on keep-alive connections, as wrk does.
 //! Everything runs in this one process on the same cores: the figures include the driver's and the
 //! emulator's own cost, so the host alone does better.
 
 use crate::config::Config;
 use crate::sim::{events, Sim, SimConfig, SimPage};
 use anyhow::bail;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const PAGE: &str = "1234567890";
 const TOKEN: &str = "bench-page-token";
@@ -122,17 +125,16 @@ kind = "echo"
         transcripts = !args.no_transcripts,
     ))?;
     let host = crate::run::start(config, TcpListener::bind("127.0.0.1:0").await?).await?;
-    let url = host.webhook_url("bench");
 
-    // Bodies are signed before the clock starts: the driver should measure the host, not itself.
-    let bodies: Arc<Vec<(Vec<u8>, String)>> = Arc::new(
+    // Requests are built and signed before the clock starts, as wrk does: the driver should measure the
+    // host, not itself.
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..args.events)
             .map(|i| {
                 let psid = format!("{}", 10_000_000 + i % args.users.max(1));
                 let item = events::text(PAGE, &psid, &format!("m.{i}"), "hello", i as u64 + 1);
                 let body = events::to_meta_bytes(&events::wrap(PAGE, vec![item]));
-                let sig = crate::messenger::signature::sign_sha256(SECRET, &body);
-                (body, sig)
+                signed_request(host.addr, "bench", &body)
             })
             .collect(),
     );
@@ -140,34 +142,10 @@ kind = "echo"
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let (bodies, next, url) = (Arc::clone(&bodies), Arc::clone(&next), url.clone());
+        let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
+        let addr = host.addr;
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .pool_max_idle_per_host(1)
-                .tcp_nodelay(true)
-                .build()?;
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, sig)) = bodies.get(i) else {
-                    break;
-                };
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .header("x-hub-signature-256", sig)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await?;
-                let status = r.status().as_u16();
-                let _ = r.bytes().await?;
-                if status != 200 {
-                    bail!("event {i} answered {status}");
-                }
-                latencies.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok::<_, anyhow::Error>(latencies)
+            post_all(addr, &requests, &next).await
         }));
     }
     let mut latencies = Vec::with_capacity(args.events);
@@ -205,6 +183,83 @@ kind = "echo"
     sim.shutdown();
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(report)
+}
+
+/// A complete HTTP/1.1 webhook POST, signed, ready to write to a keep-alive connection.
+fn signed_request(addr: SocketAddr, endpoint_id: &str, body: &[u8]) -> Vec<u8> {
+    let sig = crate::messenger::signature::sign_sha256(SECRET, body);
+    let mut request = format!(
+        "POST /webhooks/messenger/{endpoint_id} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         x-hub-signature-256: {sig}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// One keep-alive connection posting requests (taken from the shared list in order) one after another.
+/// Returns each acknowledgement's latency in microseconds; any answer other than 200 is an error.
+async fn post_all(
+    addr: SocketAddr,
+    requests: &[Vec<u8>],
+    next: &AtomicUsize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut conn = TcpStream::connect(addr).await?;
+    conn.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut latencies = Vec::new();
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(request) = requests.get(i) else {
+            return Ok(latencies);
+        };
+        let t = Instant::now();
+        conn.write_all(request).await?;
+        let status = read_response(&mut conn, &mut buf).await?;
+        if status != 200 {
+            bail!("event {i} answered {status}");
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+}
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body) and returns its status. Bytes of
+/// a following response stay in `buf`.
+async fn read_response(conn: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+    loop {
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..head_end])?;
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("malformed status line in {head:?}"))?;
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("response without content-length: {head:?}"))?;
+            let total = head_end + 4 + length;
+            while buf.len() < total {
+                read_more(conn, buf).await?;
+            }
+            buf.drain(..total);
+            return Ok(status);
+        }
+        read_more(conn, buf).await?;
+    }
+}
+
+async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let n = conn.read(&mut chunk).await?;
+    if n == 0 {
+        bail!("the host closed the connection");
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 /// VmHWM of this process, in MiB (0 where /proc is not available).

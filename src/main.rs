@@ -41,6 +41,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_backtraces_for_panics_only();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -90,5 +91,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ferry::logging::init("error");
             ferry::bench::run(args).await
         }
+    }
+}
+
+/// With `RUST_BACKTRACE` set, every library error value would capture a backtrace, and wasmtime creates one
+/// each time a plugin instance is dropped (it disposes of the instance's idle fiber with an error): that
+/// alone cost more than the whole plugin turn. Ferry's errors carry messages, so library backtraces stay
+/// off unless `RUST_LIB_BACKTRACE` asks for them; panics still get theirs.
+fn keep_backtraces_for_panics_only() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // Safe here: the first thing `main` does, before any other thread exists.
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
 }

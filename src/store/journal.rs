@@ -28,8 +28,17 @@ const SCHEMA: &str = "
         user_id TEXT NOT NULL,
         event TEXT NOT NULL,
         received_ms BIGINT NOT NULL,
-        progress TEXT
+        progress TEXT -- unused since progress moved to its own table; kept so older files open
     );
+    -- Append-only: a turn's latest record is its highest id. Appending (instead of updating the event's
+    -- row) keeps each commit's writes on a few pages at the end of the file: updating rows in place
+    -- rewrote pages all over the inbox and made the log about 15 times larger.
+    CREATE TABLE IF NOT EXISTS progress (
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        progress TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS progress_by_seq ON progress (seq, id);
     CREATE TABLE IF NOT EXISTS dedup (
         page_id TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -48,8 +57,15 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS dead_letters_by_user ON dead_letters (endpoint_id, user_id);";
 
+/// Files written before the progress table kept progress in the inbox row: moved over at open.
+const MOVE_OLD_PROGRESS: &str = "
+    BEGIN;
+    INSERT INTO progress (seq, progress) SELECT seq, progress FROM inbox WHERE progress IS NOT NULL;
+    UPDATE inbox SET progress = NULL WHERE progress IS NOT NULL;
+    COMMIT;";
+
 /// Journal tables that hold user data (erasure and its test scan them).
-pub const JOURNAL_USER_TABLES: &[&str] = &["inbox", "dead_letters", "dedup"];
+pub const JOURNAL_USER_TABLES: &[&str] = &["inbox", "progress", "dead_letters", "dedup"];
 
 /// Operations queued for the writer at most; beyond this, callers are refused at once.
 const QUEUE_BOUND: usize = 16_384;
@@ -151,19 +167,28 @@ impl Journal {
         let writer = open().map_err(|e| open_error(e.to_string()))?;
         writer
             .execute_batch(SCHEMA)
+            .and_then(|_| writer.execute_batch(MOVE_OLD_PROGRESS))
             .map_err(|e| open_error(e.to_string()))?;
         // Checkpoints (copying the log into the database file, with its own fsync) run on a thread of
-        // their own, so a commit never waits for one.
+        // their own, so a commit never waits for one (but see `Writer::restart_log_if_too_long`).
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|_| writer.pragma_update(None, "journal_size_limit", LOG_SIZE_AFTER_RESTART))
             .map_err(|e| open_error(e.to_string()))?;
-        let checkpointer = open().map_err(|e| open_error(e.to_string()))?;
         let reader = open().map_err(|e| open_error(e.to_string()))?;
         let waiting: i64 = reader
             .query_row("SELECT COUNT(*) FROM inbox", [], |r| r.get(0))
             .map_err(|e| open_error(e.to_string()))?;
         let waiting = Arc::new(AtomicI64::new(waiting));
         let sink: Arc<OnceLock<Sink>> = Arc::default();
+        let alive = Arc::downgrade(&sink);
+        super::spawn_checkpointer(
+            "ferry-checkpoint",
+            path.clone(),
+            CHECKPOINT_EVERY,
+            move || alive.strong_count() > 0,
+        )
+        .map_err(|e| open_error(format!("cannot start the journal checkpointer: {e}")))?;
         let (queue, ops) = sync_channel(QUEUE_BOUND);
         let state = Writer {
             conn: writer,
@@ -171,6 +196,8 @@ impl Journal {
             waiting: Arc::clone(&waiting),
             sink: Arc::clone(&sink),
             unsaved_completions: Vec::new(),
+            log_path: data_dir.join("journal.db-wal"),
+            last_log_check: std::time::Instant::now(),
         };
         std::thread::Builder::new()
             .name("ferry-journal".into())
@@ -181,11 +208,6 @@ impl Journal {
                 state.run(ops)
             })
             .map_err(|e| open_error(format!("cannot start the journal writer: {e}")))?;
-        let alive = Arc::downgrade(&sink);
-        std::thread::Builder::new()
-            .name("ferry-checkpoint".into())
-            .spawn(move || checkpoint_while(alive, checkpointer))
-            .map_err(|e| open_error(format!("cannot start the journal checkpointer: {e}")))?;
         Ok(Journal {
             queue,
             reader: Mutex::new(reader),
@@ -295,8 +317,9 @@ impl Journal {
     ) -> Result<Vec<InboxEntry>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, endpoint_id, user_id, event, received_ms, progress FROM inbox
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, endpoint_id, user_id, event, received_ms,
+                    (SELECT progress FROM progress p WHERE p.seq = inbox.seq ORDER BY id DESC LIMIT 1)
+             FROM inbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
             Ok(InboxEntry {
@@ -398,28 +421,22 @@ impl Journal {
         Ok(self
             .reader()
             .query_row(
-                "SELECT progress FROM inbox WHERE seq = ?1",
+                "SELECT progress FROM progress WHERE seq = ?1 ORDER BY id DESC LIMIT 1",
                 params![seq],
                 |r| r.get(0),
             )
-            .optional()?
-            .flatten())
+            .optional()?)
     }
 }
 
 /// How often the log is copied into the database file.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Checkpoints the journal's log until the journal is dropped (`alive` is its sink slot).
-fn checkpoint_while(alive: std::sync::Weak<OnceLock<Sink>>, conn: Connection) {
-    while alive.strong_count() > 0 {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        // PASSIVE: never blocks the writer; what it cannot copy now is copied next time.
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "journal checkpoint failed");
-        }
-    }
-}
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often the writer looks at the log's size.
+const LOG_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// A log longer than this is started over by the writer itself (see `Writer::restart_log_if_too_long`).
+const MAX_LOG_BYTES: u64 = 1 << 30;
+/// What a log is cut back to when it starts over.
+const LOG_SIZE_AFTER_RESTART: i64 = 64 << 20;
 
 async fn wait<T>(answer: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
     answer.await.map_err(|_| writer_gone())?
@@ -437,6 +454,9 @@ struct Writer {
     sink: Arc<OnceLock<Sink>>,
     /// Completions whose commit failed: retried with the next batch, so no finished turn runs again.
     unsaved_completions: Vec<i64>,
+    /// `journal.db-wal`, watched by [`Writer::restart_log_if_too_long`].
+    log_path: std::path::PathBuf,
+    last_log_check: std::time::Instant,
 }
 
 /// What one batch's commit produced, to hand out after it.
@@ -457,6 +477,31 @@ impl Writer {
                 }
             }
             self.commit(batch);
+            self.restart_log_if_too_long();
+        }
+    }
+
+    /// Starts the log over when it grew past [`MAX_LOG_BYTES`] (checked every [`LOG_CHECK_EVERY`]).
+    ///
+    /// The checkpointer thread copies the log into the database file in the background, but the log only
+    /// starts over when that copy catches up with the writer, which a steady stream of events at full speed
+    /// can prevent for as long as it lasts. Restarting from here costs the writer a few milliseconds (the
+    /// rest of the copy and an fsync), so it is kept for that case; measured, restarting every second cut
+    /// acknowledgements by a sixth. After a restart SQLite truncates the log to `journal_size_limit`.
+    fn restart_log_if_too_long(&mut self) {
+        if self.last_log_check.elapsed() < LOG_CHECK_EVERY {
+            return;
+        }
+        self.last_log_check = std::time::Instant::now();
+        let long = std::fs::metadata(&self.log_path).is_ok_and(|m| m.len() > MAX_LOG_BYTES);
+        if !long {
+            return;
+        }
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "journal checkpoint failed");
         }
     }
 
@@ -550,8 +595,7 @@ impl Writer {
         let tx = self.conn.transaction()?;
         let mut committed = Committed::default();
         for seq in retry_completions {
-            committed.completed +=
-                tx.execute("DELETE FROM inbox WHERE seq = ?1", params![seq])? as i64;
+            committed.completed += complete_one(&tx, *seq)?;
         }
         for op in batch {
             match op {
@@ -563,7 +607,7 @@ impl Writer {
                     appended.push(results);
                 }
                 Op::Progress(seq, progress, _) => {
-                    tx.prepare_cached("UPDATE inbox SET progress = ?2 WHERE seq = ?1")?
+                    tx.prepare_cached("INSERT INTO progress (seq, progress) VALUES (?1, ?2)")?
                         .execute(params![seq, progress])?;
                 }
                 Op::DeadLetter(letter, _) => {
@@ -581,9 +625,8 @@ impl Writer {
                     ])?;
                 }
                 Op::Complete(seqs) => {
-                    let mut delete = tx.prepare_cached("DELETE FROM inbox WHERE seq = ?1")?;
                     for seq in seqs {
-                        committed.completed += delete.execute(params![seq])? as i64;
+                        committed.completed += complete_one(&tx, *seq)?;
                     }
                 }
                 Op::Sync(_) => {}
@@ -592,6 +635,15 @@ impl Writer {
         tx.commit()?;
         Ok(committed)
     }
+}
+
+/// Removes a finished turn's event and progress records; returns 1 when the event was still there.
+fn complete_one(tx: &rusqlite::Transaction<'_>, seq: i64) -> Result<i64, StoreError> {
+    tx.prepare_cached("DELETE FROM progress WHERE seq = ?1")?
+        .execute(params![seq])?;
+    Ok(tx
+        .prepare_cached("DELETE FROM inbox WHERE seq = ?1")?
+        .execute(params![seq])? as i64)
 }
 
 /// Inserts one event unless its key was seen; returns its sequence number, `None` for a duplicate.

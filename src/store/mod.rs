@@ -15,8 +15,9 @@ pub use journal::{
 };
 pub use sqlite::{Db, DbSessionStorage, USER_TABLES};
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Why the database could not be used. Never carries user data.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -31,6 +32,31 @@ impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Sql(e.to_string())
     }
+}
+
+/// Starts a thread that copies a WAL-mode database's log into the database file every `every`, for as
+/// long as `alive` says so. Checkpoints fsync the database file; done here, no writer (and no turn waiting
+/// for a writer's lock) ever waits for one. The connections must have `wal_autocheckpoint = 0`.
+pub(crate) fn spawn_checkpointer(
+    name: &str,
+    path: PathBuf,
+    every: Duration,
+    alive: impl Fn() -> bool + Send + 'static,
+) -> std::io::Result<()> {
+    let conn = rusqlite::Connection::open(&path).map_err(std::io::Error::other)?;
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            while alive() {
+                std::thread::sleep(every);
+                // PASSIVE: never blocks a writer; what it cannot copy now is copied next time.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(path = %path.display(), error = %e, "checkpoint failed");
+                }
+            }
+        })
+        .map(|_| ())
 }
 
 /// Time as the store sees it: the system clock in production, a hand-moved one in tests (expiry is tested
