@@ -742,17 +742,17 @@ fn fold_contact(tx: &rusqlite::Transaction<'_>, into: &str, from: &str) -> Resul
         ],
     )?;
     exec(
-        &tx,
+        tx,
         "UPDATE contact_psids SET contact_id = ?1 WHERE contact_id = ?2",
         params![into, from],
     )?;
     exec(
-        &tx,
+        tx,
         "UPDATE transcripts SET contact_id = ?1 WHERE contact_id = ?2",
         params![into, from],
     )?;
     exec(
-        &tx,
+        tx,
         "DELETE FROM contacts WHERE contact_id = ?1",
         params![from],
     )?;
@@ -803,7 +803,7 @@ fn query_row<T>(
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let applied: i64 = query_row(
-        &conn,
+        conn,
         "SELECT COALESCE(MAX(version), 0) FROM schema_version",
         [],
         |r| r.get(0),
