@@ -1,8 +1,9 @@
 //! From the journal's inbox to turns: accepted events are fed to the per-user dispatcher in the order the
 //! inbox holds them, at most `max_pending_events` in memory at a time.
 //!
-//! While there is room, the journal's writer hands each commit's new events straight to the dispatcher
-//! (before the webhook answers 200). When memory is full the inbox "spills": new events stay on disk only,
+//! While there is room, the journal's writer hands each commit's new events straight to the feed (before
+//! the webhook answers 200); a task of its own parses them and gives them to the dispatcher, so the writer,
+//! which every acknowledgement waits for, does nothing but write. When memory is full the inbox "spills": new events stay on disk only,
 //! and a refill task loads them, oldest first, as turns finish. At start the inbox is treated as spilled, so
 //! the same refill resumes whatever a crash or a shutdown left, with each turn's recorded progress.
 
@@ -11,9 +12,10 @@ use crate::messenger::webhook;
 use crate::pipeline::{Job, Progress};
 use crate::store::{DeadLetter, InboxEntry};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 /// How often the refill task looks for room when nothing woke it.
 const REFILL_TICK: Duration = Duration::from_millis(50);
@@ -25,6 +27,10 @@ pub struct Inbox {
     max_in_memory: usize,
     feed: Mutex<Feed>,
     wake: Notify,
+    /// Entries on their way to the dispatcher, in sequence order (see [`Inbox::hand_over`]).
+    to_dispatch: OnceLock<mpsc::UnboundedSender<InboxEntry>>,
+    /// How many entries `to_dispatch` holds: they count against `max_in_memory` like dispatched ones.
+    handed_over: AtomicUsize,
 }
 
 struct Feed {
@@ -59,7 +65,30 @@ impl Inbox {
                 left_on_disk: 0,
             }),
             wake: Notify::new(),
+            to_dispatch: OnceLock::new(),
+            handed_over: AtomicUsize::new(0),
         })
+    }
+
+    /// Events in memory: handed over or in the dispatcher.
+    fn in_memory(&self) -> usize {
+        self.dispatcher.pending() + self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// Queues an entry for the dispatch task. Called with the feed lock held, so entries reach the
+    /// dispatcher in sequence order whichever path (the writer or the refill) loaded them.
+    fn hand_over(&self, entry: InboxEntry) {
+        self.handed_over.fetch_add(1, Ordering::AcqRel);
+        let Some(to_dispatch) = self.to_dispatch.get() else {
+            self.handed_over.fetch_sub(1, Ordering::AcqRel);
+            self.submit(entry);
+            return;
+        };
+        if let Err(unsent) = to_dispatch.send(entry) {
+            // The task is gone (shutting down): the entry stays in the inbox for the next start.
+            self.handed_over.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(seq = unsent.0.seq, "dispatch task gone; event left in the inbox");
+        }
     }
 
     fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
@@ -68,6 +97,9 @@ impl Inbox {
 
     /// Connects the journal to this inbox and starts the refill task (which first resumes what was left).
     pub fn start(self: &Arc<Self>) {
+        let (to_dispatch, entries) = mpsc::unbounded_channel();
+        let _ = self.to_dispatch.set(to_dispatch);
+        tokio::spawn(dispatch_loop(Arc::downgrade(self), entries));
         let weak = Arc::downgrade(self);
         self.core.journal.set_sink(Box::new(move |entries| {
             if let Some(inbox) = weak.upgrade() {
@@ -92,7 +124,7 @@ impl Inbox {
             .into_iter()
             .filter(|e| e.seq > feed.last_seq)
             .collect();
-        if self.dispatcher.pending() + fresh.len() > self.max_in_memory {
+        if self.in_memory() + fresh.len() > self.max_in_memory {
             feed.spilled = true;
             feed.left_on_disk = feed.left_on_disk.max(newest);
             self.core.metrics.inc("ferry_inbox_spills_total", &[]);
@@ -101,7 +133,7 @@ impl Inbox {
         }
         for entry in fresh {
             feed.last_seq = entry.seq;
-            self.submit(entry);
+            self.hand_over(entry);
         }
     }
 
@@ -117,7 +149,7 @@ impl Inbox {
             }
             feed.last_seq
         };
-        let room = self.max_in_memory.saturating_sub(self.dispatcher.pending());
+        let room = self.max_in_memory.saturating_sub(self.in_memory());
         if room < self.max_in_memory / 4 && room < 1024 {
             return 0;
         }
@@ -136,7 +168,7 @@ impl Inbox {
             // Only the refill feeds while spilled, so nothing here was fed already; the check is cheap.
             if entry.seq > feed.last_seq {
                 feed.last_seq = entry.seq;
-                self.submit(entry);
+                self.hand_over(entry);
                 loaded += 1;
             }
         }
@@ -204,6 +236,15 @@ impl Inbox {
                 core.db.finish_turn(None, Some(seq));
             }
         });
+    }
+}
+
+/// Parses handed-over entries and gives them to the dispatcher, in the order they were handed over.
+async fn dispatch_loop(inbox: Weak<Inbox>, mut entries: mpsc::UnboundedReceiver<InboxEntry>) {
+    while let Some(entry) = entries.recv().await {
+        let Some(me) = inbox.upgrade() else { return };
+        me.submit(entry);
+        me.handed_over.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
