@@ -87,7 +87,10 @@ impl Inbox {
         if let Err(unsent) = to_dispatch.send(entry) {
             // The task is gone (shutting down): the entry stays in the inbox for the next start.
             self.handed_over.fetch_sub(1, Ordering::AcqRel);
-            tracing::debug!(seq = unsent.0.seq, "dispatch task gone; event left in the inbox");
+            tracing::debug!(
+                seq = unsent.0.seq,
+                "dispatch task gone; event left in the inbox"
+            );
         }
     }
 

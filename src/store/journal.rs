@@ -741,6 +741,64 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_latest_progress_record_wins_and_completion_removes_them_all() {
+        let journal = Journal::open(&dir("progress"), Arc::new(SystemClock), 100).unwrap();
+        let seqs = journal
+            .append(vec![event("p1", "u1"), event("p2", "u2")])
+            .await
+            .unwrap();
+        let (a, b) = (seqs[0].unwrap(), seqs[1].unwrap());
+        for step in 1..=3 {
+            journal
+                .save_progress(a, format!("{{\"step\":{step}}}"))
+                .await
+                .unwrap();
+        }
+        journal
+            .save_progress(b, "{\"step\":9}".into())
+            .await
+            .unwrap();
+        assert_eq!(
+            journal.progress_of(a).unwrap().as_deref(),
+            Some("{\"step\":3}")
+        );
+        let waiting = journal.waiting_after(0, 10).unwrap();
+        assert_eq!(waiting[0].progress.as_deref(), Some("{\"step\":3}"));
+        assert_eq!(waiting[1].progress.as_deref(), Some("{\"step\":9}"));
+        journal.complete(vec![a]);
+        journal.sync().await.unwrap();
+        assert_eq!(journal.progress_of(a).unwrap(), None);
+        assert_eq!(journal.rows_mentioning("progress", "step").unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn progress_kept_in_the_inbox_row_by_older_versions_is_moved_at_open() {
+        let d = dir("old-progress");
+        std::fs::create_dir_all(&d).unwrap();
+        {
+            // The layout before the progress table: progress in the event's own row.
+            let old = Connection::open(d.join("journal.db")).unwrap();
+            old.execute_batch(
+                "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, endpoint_id TEXT NOT NULL,
+                     user_id TEXT NOT NULL, event TEXT NOT NULL, received_ms BIGINT NOT NULL, progress TEXT);
+                 INSERT INTO inbox (endpoint_id, user_id, event, received_ms, progress)
+                     VALUES ('ep', 'u1', '{}', 1, '{\"step\":7}'), ('ep', 'u2', '{}', 2, NULL);",
+            )
+            .unwrap();
+        }
+        let journal = Journal::open(&d, Arc::new(SystemClock), 100).unwrap();
+        let waiting = journal.waiting_after(0, 10).unwrap();
+        assert_eq!(waiting.len(), 2);
+        assert_eq!(waiting[0].progress.as_deref(), Some("{\"step\":7}"));
+        assert_eq!(waiting[1].progress, None);
+        drop(journal);
+        // Moved, not copied: opening again does not duplicate it.
+        let journal = Journal::open(&d, Arc::new(SystemClock), 100).unwrap();
+        assert_eq!(journal.rows_mentioning("progress", "step").unwrap(), 1);
+        assert_eq!(journal.rows_mentioning("inbox", "step").unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn a_full_inbox_refuses_the_whole_batch() {
         let journal = Journal::open(&dir("full"), Arc::new(SystemClock), 2).unwrap();
         journal.append(vec![event("a", "u1")]).await.unwrap();
