@@ -86,6 +86,8 @@ pub struct Db {
     sessions: Mutex<HashMap<(String, String), CachedSession>>,
     /// Finished turns waiting for the writer (see [`Db::finish_turn`]).
     pending_turns: Mutex<Vec<FinishedTurn>>,
+    /// Plugin session storage values written and not yet committed (see [`Db::set_session_value`]).
+    pending_values: Mutex<HashMap<SessionKey, String>>,
     /// Told which inbox entries' turns are stored, after each commit (the journal then removes them).
     on_stored: OnceLock<Box<dyn Fn(Vec<i64>) + Send + Sync>>,
 }
@@ -137,6 +139,7 @@ impl Db {
             clock,
             sessions: Mutex::default(),
             pending_turns: Mutex::default(),
+            pending_values: Mutex::default(),
             on_stored: OnceLock::new(),
         })
     }
@@ -218,6 +221,28 @@ impl Db {
         policy: SessionPolicy,
         now: i64,
     ) -> Result<(String, i64), StoreError> {
+        let mut expired = None;
+        let session = self.session_row(endpoint_id, user_id, policy, now, &mut expired);
+        if let Some(session_id) = expired {
+            // An expired session's storage goes with it, including writes not committed yet.
+            self.pending_values().remove(&SessionKey {
+                endpoint_id: endpoint_id.to_string(),
+                user_id: user_id.to_string(),
+                session_id,
+            });
+        }
+        session
+    }
+
+    /// [`Db::session_from_db`] under the connection's lock; `expired` names a session it ended.
+    fn session_row(
+        &self,
+        endpoint_id: &str,
+        user_id: &str,
+        policy: SessionPolicy,
+        now: i64,
+        expired: &mut Option<String>,
+    ) -> Result<(String, i64), StoreError> {
         let conn = self.conn();
         let current: Option<(String, i64, i64)> = conn
             .query_row(
@@ -242,6 +267,8 @@ impl Db {
                 "DELETE FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
                 params![endpoint_id, user_id, id],
             )?;
+            // Not `pending_values` here: `flush` takes that lock before `conn`'s.
+            *expired = Some(id.clone());
         }
         let id = new_session_id();
         exec(
@@ -447,20 +474,24 @@ impl Db {
         let _ = self.on_stored.set(hook);
     }
 
-    /// Writes every queued transcript row now, then releases the turns' inbox entries.
+    /// Writes every queued transcript row and session storage value now, then releases the turns' inbox
+    /// entries.
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.is_empty() {
+        let mut pending_values = self.pending_values();
+        if pending.is_empty() && pending_values.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut *pending);
-        // The connection is taken before the queue is released: a reader that flushes after us waits for
-        // this batch to be committed instead of reading around it.
+        let values = std::mem::take(&mut *pending_values);
+        // The connection is taken before the queues are released: a reader that flushes after us, or
+        // finds a value no longer queued, waits for this batch to be committed instead of reading around it.
         let mut conn = self.conn();
         drop(pending);
+        drop(pending_values);
         let transcripts: Vec<&TranscriptTurn> =
             batch.iter().filter_map(|t| t.transcript.as_ref()).collect();
-        let stored = insert_turns(&mut conn, &transcripts);
+        let stored = insert_turns(&mut conn, &transcripts, &values, self.now_ms());
         drop(conn);
         // The journal forgets these turns' events right after this, so their transcripts must survive a
         // power cut too: the log is fsynced here, outside the lock, so turns reading or writing sessions
@@ -472,6 +503,12 @@ impl Db {
             let mut pending = self.pending_turns.lock().unwrap_or_else(|e| e.into_inner());
             let later = std::mem::replace(&mut *pending, batch);
             pending.extend(later);
+            drop(pending);
+            let mut pending_values = self.pending_values();
+            for (key, value) in values {
+                // A value written since is newer: it wins.
+                pending_values.entry(key).or_insert(value);
+            }
             return Err(e);
         }
         let seqs: Vec<i64> = batch.iter().filter_map(|t| t.seq).collect();
@@ -479,6 +516,33 @@ impl Db {
             hook(seqs);
         }
         Ok(())
+    }
+
+    fn pending_values(&self) -> MutexGuard<'_, HashMap<SessionKey, String>> {
+        self.pending_values
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A plugin's session storage value: the latest written, committed or not.
+    pub fn session_value(&self, key: &SessionKey) -> Result<Option<String>, StoreError> {
+        if let Some(value) = self.pending_values().get(key) {
+            return Ok(Some(value.clone()));
+        }
+        Ok(query_row(
+            &self.conn(),
+            "SELECT value FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
+            params![key.endpoint_id, key.user_id, key.session_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+    }
+
+    /// Stores a plugin's session storage value. It is committed with the next batch of transcripts, before
+    /// the inbox lets go of the events of the turns that wrote it: a write per hook call on the turn's own
+    /// thread cost more than the rest of the plugin's turn. Reads see it at once.
+    pub fn set_session_value(&self, key: &SessionKey, value: String) {
+        self.pending_values().insert(key.clone(), value);
     }
 
     /// Makes every commit so far durable. `synchronous = NORMAL` commits reach the log file without an
@@ -618,6 +682,7 @@ impl Db {
     /// Deletes sessions (and their plugin storage) idle for longer than `max_ms`: they can never be resumed,
     /// and a user who never comes back would otherwise keep them forever.
     pub fn purge_sessions(&self, max_ms: i64) -> Result<usize, StoreError> {
+        self.flush()?;
         let cutoff = self.now_ms() - max_ms;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -759,8 +824,21 @@ fn fold_contact(tx: &rusqlite::Transaction<'_>, into: &str, from: &str) -> Resul
     Ok(())
 }
 
-fn insert_turns(conn: &mut Connection, turns: &[&TranscriptTurn]) -> Result<(), StoreError> {
+fn insert_turns(
+    conn: &mut Connection,
+    turns: &[&TranscriptTurn],
+    values: &HashMap<SessionKey, String>,
+    now: i64,
+) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    for (key, value) in values {
+        exec(
+            &tx,
+            "INSERT INTO session_values (endpoint_id, user_id, session_id, value, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (endpoint_id, user_id, session_id) DO UPDATE SET value = ?4, updated_ms = ?5",
+            params![key.endpoint_id, key.user_id, key.session_id, value, now],
+        )?;
+    }
     for turn in turns {
         exec(
             &tx,
@@ -822,13 +900,7 @@ pub struct DbSessionStorage(pub Arc<Db>);
 
 impl SessionStorage for DbSessionStorage {
     fn get(&self, key: &SessionKey) -> Option<String> {
-        let result = query_row(
-            &self.0.conn(),
-            "SELECT value FROM session_values WHERE endpoint_id = ?1 AND user_id = ?2 AND session_id = ?3",
-            params![key.endpoint_id, key.user_id, key.session_id],
-            |r| r.get(0),
-        );
-        match result.optional() {
+        match self.0.session_value(key) {
             Ok(value) => value,
             Err(e) => {
                 tracing::warn!(error = %e, "session storage read failed");
@@ -839,17 +911,58 @@ impl SessionStorage for DbSessionStorage {
 
     fn set(&self, key: &SessionKey, value: String) -> Result<(), String> {
         check_session_value(&value)?;
-        let now = self.0.now_ms();
-        exec(
-            &self.0.conn(),
-            "INSERT INTO session_values (endpoint_id, user_id, session_id, value, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (endpoint_id, user_id, session_id) DO UPDATE SET value = ?4, updated_ms = ?5",
-            params![key.endpoint_id, key.user_id, key.session_id, value, now],
-        )
-        .map(|_| ())
-        .map_err(|e| {
-            tracing::warn!(error = %e, "session storage write failed");
-            "the host could not store the value".to_string()
-        })
+        self.0.set_session_value(key, value);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SystemClock;
+
+    fn key(session_id: &str) -> SessionKey {
+        SessionKey {
+            endpoint_id: "ep".into(),
+            user_id: "u1".into(),
+            session_id: session_id.into(),
+        }
+    }
+
+    fn stored_values(db: &Db) -> i64 {
+        db.conn()
+            .query_row("SELECT COUNT(*) FROM session_values", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn session_values_are_read_back_at_once_and_committed_with_the_next_flush() {
+        let dir = std::env::temp_dir().join(format!("ferry-db-values-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = Db::open(&dir, Arc::new(SystemClock)).unwrap();
+        db.set_session_value(&key("s1"), r#"{"n":1}"#.into());
+        assert_eq!(
+            db.session_value(&key("s1")).unwrap().as_deref(),
+            Some(r#"{"n":1}"#)
+        );
+        assert_eq!(
+            stored_values(&db),
+            0,
+            "written with the next batch, not by the hook call"
+        );
+        db.set_session_value(&key("s1"), r#"{"n":2}"#.into());
+        db.flush().unwrap();
+        assert_eq!(stored_values(&db), 1);
+        assert_eq!(
+            db.session_value(&key("s1")).unwrap().as_deref(),
+            Some(r#"{"n":2}"#)
+        );
+        assert_eq!(db.session_value(&key("other")).unwrap(), None);
+        drop(db);
+        let reopened = Db::open(&dir, Arc::new(SystemClock)).unwrap();
+        assert_eq!(
+            reopened.session_value(&key("s1")).unwrap().as_deref(),
+            Some(r#"{"n":2}"#)
+        );
     }
 }
