@@ -4,8 +4,9 @@
 //! While there is room, the journal's writer hands each commit's new events straight to the feed (before
 //! the webhook answers 200); a task of its own parses them and gives them to the dispatcher, so the writer,
 //! which every acknowledgement waits for, does nothing but write. When memory is full the inbox "spills":
-//! new events stay on disk only, and a refill task loads them, oldest first, as turns finish. At start the inbox is treated as spilled, so
-//! the same refill resumes whatever a crash or a shutdown left, with each turn's recorded progress.
+//! new events stay on disk only, and a refill task loads them, oldest first, as turns finish. At start the
+//! inbox is treated as spilled, so the same refill resumes whatever a crash or a shutdown left, with each
+//! turn's recorded progress.
 
 use crate::app::{Core, Endpoint, TurnDispatcher};
 use crate::messenger::webhook;
