@@ -294,11 +294,12 @@ async fn deliver_outputs(
         };
         // ── OUTPUT HOOK: a plugin sees the raw output and its Send API messages. ──
         match output_messages(delivery, hooks, ep, progress, &output).await {
-            Some(messages) if !messages.is_empty() => {
+            Some((messages, changed)) if !messages.is_empty() => {
                 progress.batch = Some(messages);
                 progress.batch_done = 0;
-                if hooks.has_output() {
+                if changed {
                     // A plugin's answer may differ if asked again: keep the one that is being delivered.
+                    // (The default conversion is the same every time: nothing to keep.)
                     record(core, ep, seq, progress).await;
                 }
             }
@@ -549,14 +550,15 @@ fn to_plugin_output(output: &FlowOutput) -> tx::FlowOutput {
     }
 }
 
-/// Converts one output and lets the output hook decide: the messages to send, `None` for none.
+/// Converts one output and lets the output hook decide: the messages to send (and whether a plugin changed
+/// them from the default conversion), `None` for none.
 async fn output_messages(
     delivery: &Delivery<'_>,
     hooks: &mut TurnHooks,
     ep: &Endpoint,
     progress: &Progress,
     output: &FlowOutput,
-) -> Option<Vec<Value>> {
+) -> Option<(Vec<Value>, bool)> {
     let messages = match output_to_messages(output.text.as_deref(), output.data.as_ref()) {
         Ok(m) => m,
         Err(e) => {
@@ -566,7 +568,7 @@ async fn output_messages(
         }
     };
     if !hooks.has_output() {
-        return Some(messages);
+        return Some((messages, false));
     }
     let context = tx::OutputContext {
         endpoint: ep.plugin.endpoint_info().clone(),
@@ -576,8 +578,11 @@ async fn output_messages(
         output: to_plugin_output(output),
         messages: messages.iter().map(Value::to_string).collect(),
     };
-    match hooks.output(context, messages).await {
-        OutputStep::Send(messages) => Some(messages),
+    match hooks.output(context, messages.clone()).await {
+        OutputStep::Send(sent) => {
+            let changed = sent != messages;
+            Some((sent, changed))
+        }
         OutputStep::Skip => None,
     }
 }
