@@ -218,9 +218,11 @@ impl App {
             })
             .collect();
         let handler: fn(Job) -> BoxFuture<'static, ()> = |job| Box::pin(pipeline::run_turn(job));
-        let turn_runtime =
-            TurnRuntime::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
-                .map_err(|e| anyhow::anyhow!("cannot start the turn threads: {e}"))?;
+        let turn_runtime = TurnRuntime::start(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+            config.server.turn_niceness,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the turn threads: {e}"))?;
         let dispatcher = Dispatcher::new(handler, Some(turn_runtime.handle()));
         let inbox = Inbox::new(
             Arc::clone(&core),

@@ -83,7 +83,13 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         record_calls: false,
         ..SimConfig::default()
     };
-    let sim = Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await?;
+    // The emulator and the driver stand for Meta's machines: each gets a runtime of its own, as wrk and
+    // Meta would be processes of their own, so that their tasks do not queue behind the host's.
+    let sim_runtime = side_runtime("bench-sim")?;
+    let driver_runtime = side_runtime("bench-driver")?;
+    let sim = sim_runtime
+        .spawn(async move { Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await })
+        .await??;
     let data_dir = std::env::temp_dir().join(format!("ferry-bench-{}", std::process::id()));
     let transformer = match &args.plugin {
         Some(path) => format!(
@@ -144,9 +150,7 @@ kind = "echo"
     for _ in 0..args.connections.max(1) {
         let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
         let addr = host.addr;
-        tasks.push(tokio::spawn(async move {
-            post_all(addr, &requests, &next).await
-        }));
+        tasks.push(driver_runtime.spawn(async move { post_all(addr, &requests, &next).await }));
     }
     let mut latencies = Vec::with_capacity(args.events);
     for t in tasks {
@@ -181,8 +185,19 @@ kind = "echo"
     };
     host.stop(Duration::from_secs(5)).await?;
     sim.shutdown();
+    sim_runtime.shutdown_background();
+    driver_runtime.shutdown_background();
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(report)
+}
+
+/// A one-thread runtime for one side of the benchmark that is not the host.
+fn side_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(name)
+        .enable_all()
+        .build()
 }
 
 /// A complete HTTP/1.1 webhook POST, signed, ready to write to a keep-alive connection.

@@ -135,6 +135,9 @@ pub struct ServerConfig {
     /// How long the keys that recognise a redelivered event are kept, in hours (at least 48: Meta retries
     /// for up to 36 hours).
     pub dedup_hours: u64,
+    /// Niceness of the turn threads, 0 to 19 (Linux). Webhook acknowledgements run at 0, so during a burst
+    /// Meta is answered first and turns take the CPU that is left; 0 gives turns an equal share.
+    pub turn_niceness: i32,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +152,7 @@ impl Default for ServerConfig {
             max_inbox_events: 1_000_000,
             shutdown_grace_ms: 10_000,
             dedup_hours: 48,
+            turn_niceness: 15,
         }
     }
 }
@@ -595,6 +599,12 @@ impl Config {
                     .into(),
             ));
         }
+        if !(0..=19).contains(&server.turn_niceness) {
+            return Err(ConfigError::Invalid(format!(
+                "server.turn_niceness must be between 0 and 19, not {}",
+                server.turn_niceness
+            )));
+        }
         Ok(())
     }
 }
@@ -741,6 +751,22 @@ kind = "echo"
         let bad_page = MINIMAL.replace("1234567890", "my-page");
         let err = Config::parse(&bad_page).unwrap_err().to_string();
         assert!(err.contains("page_id"), "{err}");
+    }
+
+    #[test]
+    fn turn_niceness_defaults_to_15_and_must_be_0_to_19() {
+        std::env::set_var("FERRY_TEST_CFG_TOKEN", "abc");
+        assert_eq!(Config::parse(MINIMAL).unwrap().server.turn_niceness, 15);
+        let with =
+            |n: i32| MINIMAL.replacen("[server]", &format!("[server]\nturn_niceness = {n}"), 1);
+        assert_eq!(Config::parse(&with(0)).unwrap().server.turn_niceness, 0);
+        for bad in [-1, 20] {
+            let err = Config::parse(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("server.turn_niceness") && err.contains("0 and 19"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -91,9 +91,6 @@ where
     }
 }
 
-/// Worker threads of the turn runtime run this much nicer than the rest of the process (Linux).
-const TURN_NICENESS: i32 = 5;
-
 /// A multi-threaded tokio runtime for turns, owned by a thread of its own so that it can be dropped from
 /// anywhere (a runtime may not be dropped inside another one).
 pub struct TurnRuntime {
@@ -102,11 +99,13 @@ pub struct TurnRuntime {
 }
 
 impl TurnRuntime {
-    pub fn start(workers: usize) -> std::io::Result<TurnRuntime> {
+    /// `niceness`: how much nicer than the rest of the process the turn threads run (Linux), so that a
+    /// burst of webhook calls is acknowledged first (see `server.turn_niceness`).
+    pub fn start(workers: usize, niceness: i32) -> std::io::Result<TurnRuntime> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name("ferry-turns")
-            .on_thread_start(|| adjust_this_threads_priority(TURN_NICENESS))
+            .on_thread_start(move || adjust_this_threads_priority(niceness))
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -160,7 +159,7 @@ mod tests {
     async fn per_key_order_is_kept_and_keys_run_concurrently() {
         let log = Arc::new(Mutex::new(Vec::<(u32, u32)>::new()));
         let sink = Arc::clone(&log);
-        let turns = TurnRuntime::start(2).unwrap();
+        let turns = TurnRuntime::start(2, 0).unwrap();
         let d = Dispatcher::new(
             move |(user, n): (u32, u32)| {
                 let sink = Arc::clone(&sink);

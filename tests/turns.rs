@@ -458,3 +458,42 @@ async fn echo_flow_answers_with_quick_replies_and_sessions_are_per_user() {
     assert_eq!(m["text"], "You said: hi");
     assert_eq!(m["quick_replies"].as_array().unwrap().len(), 2);
 }
+
+/// Niceness of this process's threads named `name`, and of the process itself (Linux `/proc`).
+#[cfg(target_os = "linux")]
+fn niceness_of_threads(name: &str) -> (Vec<i64>, i64) {
+    let nice = |stat: &str| -> i64 {
+        // Field 19 of stat; fields after the command (which may hold spaces) start at field 3.
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(16).unwrap().parse().unwrap()
+    };
+    let process = nice(&std::fs::read_to_string("/proc/self/stat").unwrap());
+    let threads = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            (comm.trim() == name).then(|| std::fs::read_to_string(t.join("stat")).ok())?
+        })
+        .map(|stat| nice(&stat))
+        .collect();
+    (threads, process)
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn turn_threads_run_at_the_configured_niceness() {
+    let echo = endpoint_toml("kind = \"echo\"", quiet_messenger());
+    let h = Harness::start_with(users(), "turn_niceness = 7", &echo).await;
+    h.post_json(&body(vec![text_event("u1", "a", "hi", 1)]))
+        .await;
+    h.idle().await;
+    assert_eq!(h.messages().len(), 1);
+    let (threads, process) = niceness_of_threads("ferry-turns");
+    let expected = (process + 7).min(19);
+    // Other tests of this binary run hosts too (at the default, 15): this host's threads are among them.
+    assert!(
+        threads.iter().filter(|n| **n == expected).count() >= 1,
+        "expected a turn thread at niceness {expected}, found {threads:?}"
+    );
+}
