@@ -848,3 +848,79 @@ fn plugin_check_and_run_work_without_a_page() {
     let _ = std::fs::remove_file(&event);
     let _ = std::fs::remove_file(&loop_event);
 }
+
+/// A turn whose instance must wait for a free pool slot: the wait is not the plugin's, so it must not
+/// count against its hook's time. (Before, a turn that waited longer than `hook_timeout_ms` for one of the
+/// 256 slots, all held by turns waiting on a slow flow, failed its hook as a timeout.)
+#[tokio::test]
+async fn waiting_for_a_free_instance_slot_does_not_count_against_the_hook_time() {
+    use ferry::transformer::http::AllowList;
+    use ferry::transformer::runtime::TurnContext;
+    use ferry::transformer::storage::{MemorySessionStorage, SessionKey};
+    use ferry::transformer::{
+        EndpointInfo, FlowInput, InputDecision, InputEvent, Level, Limits, LogSink, Runtime,
+    };
+    struct NoLog;
+    impl LogSink for NoLog {
+        fn log(&self, _: Level, _: &str) {}
+    }
+    let wasm = plugin_bytes("test_guest");
+    let info = ferry::transformer::inspect::inspect(&wasm).unwrap();
+    let runtime = Runtime::with_instances(1).unwrap();
+    let plugin = Arc::new(runtime.load_bytes("test_guest", info, &wasm).unwrap());
+    let storage = Arc::new(MemorySessionStorage::new());
+    let turn = |user: &str| {
+        plugin.turn(TurnContext {
+            limits: Arc::new(Limits {
+                hook_timeout_ms: 300,
+                ..Limits::default()
+            }),
+            allowed: Arc::new(AllowList::default()),
+            storage: storage.clone(),
+            key: SessionKey {
+                endpoint_id: "ep".into(),
+                user_id: user.into(),
+                session_id: "s".into(),
+            },
+            log: Arc::new(NoLog),
+        })
+    };
+    let event = |user: &str| InputEvent {
+        endpoint: EndpointInfo {
+            id: "ep".into(),
+            channel: "messenger".into(),
+            page_id: PAGE.into(),
+            settings: "{}".into(),
+        },
+        input: FlowInput {
+            user_id: user.into(),
+            session_id: "s".into(),
+            text: Some("hello".into()),
+            data: "{}".into(),
+        },
+        messenger_event: "{}".into(),
+        profile: None,
+    };
+    // The first turn takes the only slot and keeps it (as a turn does while its flow runs).
+    let mut first = turn("u1");
+    let decision = first.input(event("u1")).await.unwrap();
+    assert!(matches!(decision, InputDecision::Forward(_)));
+    let mut second = turn("u2");
+    let waiting = tokio::spawn(async move {
+        let decision = second.input(event("u2")).await;
+        (decision, second)
+    });
+    // Hold the slot for three times the second turn's hook timeout.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second turn must wait for the slot"
+    );
+    drop(first);
+    let (decision, second) = waiting.await.unwrap();
+    assert!(
+        matches!(decision, Ok(InputDecision::Forward(_))),
+        "{decision:?}"
+    );
+    assert!(second.instantiated());
+}

@@ -56,12 +56,18 @@ impl Drop for Runtime {
 
 impl Runtime {
     pub fn new() -> Result<Arc<Runtime>, PluginError> {
-        let engine = match Engine::new(&engine_config(true)) {
+        Runtime::with_instances(MAX_INSTANCES)
+    }
+
+    /// A runtime that keeps at most `max_instances` instances alive at once (tests use a small pool).
+    pub fn with_instances(max_instances: u32) -> Result<Arc<Runtime>, PluginError> {
+        let max_instances = max_instances.max(1);
+        let engine = match Engine::new(&engine_config(Some(max_instances))) {
             Ok(engine) => engine,
             // Some hosts cap virtual memory, which the pool reserves up front: run without it.
             Err(e) => {
                 tracing::warn!(error = %e, "pooling allocator unavailable; instances are allocated on demand");
-                Engine::new(&engine_config(false))
+                Engine::new(&engine_config(None))
                     .map_err(|e| PluginError::Runtime(e.to_string()))?
             }
         };
@@ -71,7 +77,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             engine,
             linker,
-            slots: Arc::new(Semaphore::new(MAX_INSTANCES as usize)),
+            slots: Arc::new(Semaphore::new(max_instances as usize)),
             ticker_stop,
         }))
     }
@@ -157,21 +163,22 @@ impl Runtime {
     }
 }
 
-fn engine_config(pooling: bool) -> Config {
+/// `pool`: the pooling allocator's size in instances, or `None` to allocate on demand.
+fn engine_config(pool: Option<u32>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    if pooling {
+    if let Some(instances) = pool {
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(MAX_INSTANCES)
+        pool.total_component_instances(instances)
             // componentize-py links libc and libpython dynamically: many core instances and tables each.
             .max_core_instances_per_component(64)
             .max_tables_per_component(64)
             .max_memories_per_component(8)
-            .total_core_instances(MAX_INSTANCES * 16)
-            .total_memories(MAX_INSTANCES * 2)
-            .total_tables(MAX_INSTANCES * 16)
-            .total_stacks(MAX_INSTANCES)
+            .total_core_instances(instances * 16)
+            .total_memories(instances * 2)
+            .total_tables(instances * 16)
+            .total_stacks(instances)
             // The per-endpoint memory limit is enforced by the store's limiter; this is only the ceiling.
             .max_memory_size(1 << 32)
             // Resetting a slot with madvise costs a TLB shootdown across every core: under load that
@@ -265,6 +272,7 @@ impl Plugin {
         Turn {
             plugin: Arc::clone(self),
             context: Some(context),
+            slot: None,
             live: None,
             poisoned: false,
             stats: TurnStats::default(),
@@ -283,6 +291,8 @@ struct Live {
 pub struct Turn {
     plugin: Arc<Plugin>,
     context: Option<TurnContext>,
+    /// The pool slot this turn's instance will use, taken before the first hook's clock starts.
+    slot: Option<OwnedSemaphorePermit>,
     live: Option<Live>,
     poisoned: bool,
     stats: TurnStats,
@@ -389,6 +399,7 @@ impl Turn {
         self.stats.hook_calls += 1;
         let limits = self.limits();
         let timeout = Duration::from_millis(limits.hook_timeout_ms.max(1));
+        self.wait_for_a_slot().await?;
         let started = Instant::now();
         let result = tokio::time::timeout(timeout + BACKSTOP_GRACE, async {
             self.ensure_instance(timeout).await?;
@@ -430,17 +441,28 @@ impl Turn {
         }
     }
 
-    async fn ensure_instance(&mut self, timeout: Duration) -> Result<(), HookError> {
-        if self.live.is_some() {
+    /// Waits, without a deadline, until the pool has room for this turn's instance. The wait is not the
+    /// plugin's doing, so it does not count against its hook's time: when every slot is held (by turns
+    /// waiting on a slow flow, say), a turn waits its turn instead of failing its hook.
+    async fn wait_for_a_slot(&mut self) -> Result<(), HookError> {
+        if self.live.is_some() || self.slot.is_some() {
             return Ok(());
         }
-        let Some(context) = self.context.take() else {
-            return Err(HookError::Poisoned);
-        };
         let slot = Arc::clone(&self.plugin.slots)
             .acquire_owned()
             .await
             .map_err(|_| HookError::Instantiate("the runtime is shutting down".into()))?;
+        self.slot = Some(slot);
+        Ok(())
+    }
+
+    async fn ensure_instance(&mut self, timeout: Duration) -> Result<(), HookError> {
+        if self.live.is_some() {
+            return Ok(());
+        }
+        let (Some(context), Some(slot)) = (self.context.take(), self.slot.take()) else {
+            return Err(HookError::Poisoned);
+        };
         let log = Arc::new(TurnLog::new(context.log));
         self.log = Some(Arc::clone(&log));
         let http = HttpPolicy::new(
