@@ -85,8 +85,8 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     };
     // The emulator and the driver stand for Meta's machines: each gets a runtime of its own, as wrk and
     // Meta would be processes of their own, so that their tasks do not queue behind the host's.
-    let sim_runtime = side_runtime("bench-sim")?;
-    let driver_runtime = side_runtime("bench-driver")?;
+    let sim_runtime = SideRuntime::start("bench-sim")?;
+    let driver_runtime = SideRuntime::start("bench-driver")?;
     let sim = sim_runtime
         .spawn(async move { Sim::start(sim_cfg, TcpListener::bind("127.0.0.1:0").await?).await })
         .await??;
@@ -185,19 +185,43 @@ kind = "echo"
     };
     host.stop(Duration::from_secs(5)).await?;
     sim.shutdown();
-    sim_runtime.shutdown_background();
-    driver_runtime.shutdown_background();
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(report)
 }
 
-/// A one-thread runtime for one side of the benchmark that is not the host.
-fn side_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name(name)
-        .enable_all()
-        .build()
+/// A one-thread runtime for one side of the benchmark that is not the host. It is shut down in the
+/// background when dropped: a runtime dropped inside another one (as on an early error return) would panic.
+struct SideRuntime(Option<tokio::runtime::Runtime>);
+
+impl SideRuntime {
+    fn start(name: &str) -> std::io::Result<SideRuntime> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()?;
+        Ok(SideRuntime(Some(runtime)))
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.0 {
+            Some(runtime) => runtime.spawn(future),
+            // Only `drop` takes the runtime out.
+            None => tokio::spawn(future),
+        }
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A complete HTTP/1.1 webhook POST, signed, ready to write to a keep-alive connection.

@@ -135,7 +135,7 @@ pub struct ServerConfig {
     /// How long the keys that recognise a redelivered event are kept, in hours (at least 48: Meta retries
     /// for up to 36 hours).
     pub dedup_hours: u64,
-    /// Niceness of the turn threads, 0 to 19 (Linux). Webhook acknowledgements run at 0, so during a burst
+    /// How much nicer than the rest of the process the turn threads run, 0 to 19 (Linux): during a burst
     /// Meta is answered first and turns take the CPU that is left; 0 gives turns an equal share.
     pub turn_niceness: i32,
 }

@@ -99,13 +99,16 @@ pub struct TurnRuntime {
 }
 
 impl TurnRuntime {
-    /// `niceness`: how much nicer than the rest of the process the turn threads run (Linux), so that a
-    /// burst of webhook calls is acknowledged first (see `server.turn_niceness`).
+    /// `niceness`: how much nicer than the calling thread the turn threads run (Linux), so that a burst of
+    /// webhook calls is acknowledged first (see `server.turn_niceness`).
     pub fn start(workers: usize, niceness: i32) -> std::io::Result<TurnRuntime> {
+        // Every thread of the runtime gets the same absolute value: its blocking-pool threads are started
+        // by worker threads that are already nicer, and adding to what they inherit would compound.
+        let target = this_threads_niceness().saturating_add(niceness);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers.max(1))
             .thread_name("ferry-turns")
-            .on_thread_start(move || adjust_this_threads_priority(niceness))
+            .on_thread_start(move || set_this_threads_niceness(target))
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
@@ -139,15 +142,32 @@ impl Drop for TurnRuntime {
 /// Changes the calling thread's niceness by `delta` (Linux; elsewhere nothing). Raising the priority needs
 /// CAP_SYS_NICE: without it the call fails quietly and the thread keeps its priority.
 pub fn adjust_this_threads_priority(delta: i32) {
+    set_this_threads_niceness(this_threads_niceness().saturating_add(delta));
+}
+
+/// The calling thread's niceness (Linux; elsewhere 0).
+fn this_threads_niceness() -> i32 {
     #[cfg(target_os = "linux")]
-    // SAFETY: getpriority/setpriority on the calling thread's own id; no memory is passed.
+    // SAFETY: getpriority on the calling thread's own id; no memory is passed.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        let current = libc::getpriority(libc::PRIO_PROCESS, tid);
-        libc::setpriority(libc::PRIO_PROCESS, tid, current + delta);
+        libc::getpriority(libc::PRIO_PROCESS, tid)
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = delta;
+    0
+}
+
+/// Sets the calling thread's niceness (Linux; elsewhere nothing), clamped to -20..=19. Lowering it needs
+/// CAP_SYS_NICE: without it the call fails quietly.
+fn set_this_threads_niceness(niceness: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority on the calling thread's own id; no memory is passed.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, niceness.clamp(-20, 19));
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = niceness;
 }
 
 #[cfg(test)]

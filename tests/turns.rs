@@ -490,7 +490,11 @@ async fn turn_threads_run_at_the_configured_niceness() {
     h.idle().await;
     assert_eq!(h.messages().len(), 1);
     let (threads, process) = niceness_of_threads("ferry-turns");
-    let expected = (process + 7).min(19);
+    if process + 15 >= 19 {
+        eprintln!("skipped: at niceness {process}, 7 and the default 15 both reach 19");
+        return;
+    }
+    let expected = process + 7;
     // Other tests of this binary run hosts too (at the default, 15): this host's threads are among them.
     assert!(
         threads.iter().filter(|n| **n == expected).count() >= 1,

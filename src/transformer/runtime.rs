@@ -175,9 +175,10 @@ fn engine_config(pool: Option<u32>) -> Config {
             .max_core_instances_per_component(64)
             .max_tables_per_component(64)
             .max_memories_per_component(8)
-            .total_core_instances(instances * 16)
-            .total_memories(instances * 2)
-            .total_tables(instances * 16)
+            // At least what one component may use, so that even a pool of one fits any plugin.
+            .total_core_instances((instances * 16).max(64))
+            .total_memories((instances * 2).max(8))
+            .total_tables((instances * 16).max(64))
             .total_stacks(instances)
             // The per-endpoint memory limit is enforced by the store's limiter; this is only the ceiling.
             .max_memory_size(1 << 32)
