@@ -116,6 +116,14 @@ impl Harness {
             dir = temp_dir();
             format!("{server_extra}\ndata_dir = \"{}\"", dir.display())
         };
+        // Tests run four at a time on the same cores, and several set wall-time limits of a few hundred
+        // milliseconds. At the production default (turns at niceness 15) those limits would depend on what
+        // the other tests are doing; priorities have a test of their own (`turn_threads_run_at_...`).
+        let server_extra = if server_extra.contains("turn_niceness") {
+            server_extra
+        } else {
+            format!("{server_extra}\nturn_niceness = 0")
+        };
         let server_extra = server_extra.as_str();
         let sim = Sim::start(sim_cfg, listener().await).await.unwrap();
         let config = format!(
