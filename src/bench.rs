@@ -191,7 +191,11 @@ kind = "echo"
 
 /// A one-thread runtime for one side of the benchmark that is not the host. It is shut down in the
 /// background when dropped: a runtime dropped inside another one (as on an early error return) would panic.
-struct SideRuntime(Option<tokio::runtime::Runtime>);
+struct SideRuntime {
+    handle: tokio::runtime::Handle,
+    /// Taken only by `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
+}
 
 impl SideRuntime {
     fn start(name: &str) -> std::io::Result<SideRuntime> {
@@ -200,7 +204,10 @@ impl SideRuntime {
             .thread_name(name)
             .enable_all()
             .build()?;
-        Ok(SideRuntime(Some(runtime)))
+        Ok(SideRuntime {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
     }
 
     fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
@@ -208,17 +215,13 @@ impl SideRuntime {
         F: std::future::Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        match &self.0 {
-            Some(runtime) => runtime.spawn(future),
-            // Only `drop` takes the runtime out.
-            None => tokio::spawn(future),
-        }
+        self.handle.spawn(future)
     }
 }
 
 impl Drop for SideRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
+        if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
