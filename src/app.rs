@@ -162,6 +162,8 @@ pub struct App {
     pub dedup_keep_ms: i64,
     pub admin_token: Option<Secret>,
     pub data_dir: PathBuf,
+    /// `server.plugin_instances` and `server.plugin_busy_instances` (0: from the cores).
+    plugin_instances: (u32, usize),
     /// Created on first need: hosts without plugins never start a wasm engine.
     plugin_store: Mutex<Option<Arc<PluginStore>>>,
     /// Serialises admin changes to plugins.
@@ -240,6 +242,10 @@ impl App {
             dedup_keep_ms: config.server.dedup_hours as i64 * 3_600_000,
             admin_token: config.server.admin_token,
             data_dir: config.server.data_dir,
+            plugin_instances: (
+                config.server.plugin_instances,
+                config.server.plugin_busy_instances,
+            ),
             plugin_store: Mutex::new(None),
             admin_lock: tokio::sync::Mutex::new(()),
         }))
@@ -294,7 +300,12 @@ impl App {
         if let Some(store) = slot.as_ref() {
             return Ok(Arc::clone(store));
         }
-        let store = Arc::new(PluginStore::open(&self.data_dir, Runtime::new()?)?);
+        let (instances, busy) = self.plugin_instances;
+        let runtime = match busy {
+            0 => Runtime::with_instances(instances, Runtime::default_busy_instances()),
+            busy => Runtime::with_instances(instances, busy),
+        }?;
+        let store = Arc::new(PluginStore::open(&self.data_dir, runtime)?);
         *slot = Some(Arc::clone(&store));
         Ok(store)
     }

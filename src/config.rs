@@ -138,6 +138,12 @@ pub struct ServerConfig {
     /// How much nicer than the rest of the process the turn threads run, 0 to 19 (Linux): during a burst
     /// Meta is answered first and turns take the CPU that is left; 0 gives turns an equal share.
     pub turn_niceness: i32,
+    /// Plugin instances alive at once, over all endpoints: each turn of an endpoint with a plugin holds one
+    /// from its first hook to its end. Further turns wait for one (the wait is not counted as hook time).
+    pub plugin_instances: u32,
+    /// Of those, how many may be held by turns that are working rather than waiting on a slow flow or on
+    /// Meta (`0`: 24 per CPU core). Fewer turns interleaved keeps each instance in the CPU's caches.
+    pub plugin_busy_instances: usize,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +159,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             dedup_hours: 48,
             turn_niceness: 15,
+            plugin_instances: 256,
+            plugin_busy_instances: 0,
         }
     }
 }
@@ -599,6 +607,12 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=10_000).contains(&server.plugin_instances) {
+            return Err(ConfigError::Invalid(format!(
+                "server.plugin_instances must be between 1 and 10000, not {}",
+                server.plugin_instances
+            )));
+        }
         if !(0..=19).contains(&server.turn_niceness) {
             return Err(ConfigError::Invalid(format!(
                 "server.turn_niceness must be between 0 and 19, not {}",
@@ -766,6 +780,30 @@ kind = "echo"
                 err.contains("server.turn_niceness") && err.contains("0 and 19"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn plugin_instances_default_to_256_with_the_busy_share_from_the_cores() {
+        std::env::set_var("FERRY_TEST_CFG_TOKEN", "abc");
+        let server = Config::parse(MINIMAL).unwrap().server;
+        assert_eq!(
+            (server.plugin_instances, server.plugin_busy_instances),
+            (256, 0)
+        );
+        let with = |lines: &str| MINIMAL.replacen("[server]", &format!("[server]\n{lines}"), 1);
+        let server = Config::parse(&with("plugin_instances = 32\nplugin_busy_instances = 4"))
+            .unwrap()
+            .server;
+        assert_eq!(
+            (server.plugin_instances, server.plugin_busy_instances),
+            (32, 4)
+        );
+        for bad in [0, 10_001] {
+            let err = Config::parse(&with(&format!("plugin_instances = {bad}")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.plugin_instances"), "{err}");
         }
     }
 

@@ -206,7 +206,7 @@ async fn start_turn(
     match input_hook(&mut hooks, ep, event, &mut progress).await {
         InputStep::Forward => {
             // ── FLOW ──
-            let (outputs, outcome) = run_flow(core, ep, &progress.input).await;
+            let (outputs, outcome) = hooks.waiting(run_flow(core, ep, &progress.input)).await;
             if let Some(id) = &progress.contact_id {
                 save_contact_data(core, ep, id, &outputs);
             }
@@ -280,7 +280,7 @@ async fn deliver_outputs(
     loop {
         if let Some(batch) = progress.batch.clone() {
             for (i, message) in batch.into_iter().enumerate().skip(progress.batch_done) {
-                delivery.message(message).await;
+                hooks.waiting(delivery.message(message)).await;
                 progress.batch_done = i + 1;
                 progress.log = delivery.log.clone();
                 record(core, ep, seq, progress).await;

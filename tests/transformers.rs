@@ -849,43 +849,65 @@ fn plugin_check_and_run_work_without_a_page() {
     let _ = std::fs::remove_file(&loop_event);
 }
 
-/// A turn whose instance must wait for a free pool slot: the wait is not the plugin's, so it must not
-/// count against its hook's time. (Before, a turn that waited longer than `hook_timeout_ms` for one of the
-/// 256 slots, all held by turns waiting on a slow flow, failed its hook as a timeout.)
-#[tokio::test]
-async fn waiting_for_a_free_instance_slot_does_not_count_against_the_hook_time() {
-    use ferry::transformer::http::AllowList;
-    use ferry::transformer::runtime::TurnContext;
-    use ferry::transformer::storage::{MemorySessionStorage, SessionKey};
-    use ferry::transformer::{
-        EndpointInfo, FlowInput, InputDecision, InputEvent, Level, Limits, LogSink, Runtime,
-    };
-    struct NoLog;
-    impl LogSink for NoLog {
-        fn log(&self, _: Level, _: &str) {}
+/// Turns of the test guest straight on a runtime (no server), for the pool's admission rules.
+struct Pool {
+    plugin: Arc<ferry::transformer::runtime::Plugin>,
+    storage: Arc<ferry::transformer::storage::MemorySessionStorage>,
+}
+
+impl Pool {
+    fn new(instances: u32, busy: usize) -> Pool {
+        let wasm = plugin_bytes("test_guest");
+        let info = ferry::transformer::inspect::inspect(&wasm).unwrap();
+        let runtime = ferry::transformer::Runtime::with_instances(instances, busy).unwrap();
+        let plugin = Arc::new(runtime.load_bytes("test_guest", info, &wasm).unwrap());
+        Pool {
+            plugin,
+            storage: Arc::new(ferry::transformer::storage::MemorySessionStorage::new()),
+        }
     }
-    let wasm = plugin_bytes("test_guest");
-    let info = ferry::transformer::inspect::inspect(&wasm).unwrap();
-    let runtime = Runtime::with_instances(1).unwrap();
-    let plugin = Arc::new(runtime.load_bytes("test_guest", info, &wasm).unwrap());
-    let storage = Arc::new(MemorySessionStorage::new());
-    let turn = |user: &str| {
-        plugin.turn(TurnContext {
+
+    fn turn(&self, user: &str) -> ferry::transformer::runtime::Turn {
+        use ferry::transformer::{Level, Limits, LogSink};
+        struct NoLog;
+        impl LogSink for NoLog {
+            fn log(&self, _: Level, _: &str) {}
+        }
+        self.plugin.turn(ferry::transformer::runtime::TurnContext {
             limits: Arc::new(Limits {
                 hook_timeout_ms: 300,
                 ..Limits::default()
             }),
-            allowed: Arc::new(AllowList::default()),
-            storage: storage.clone(),
-            key: SessionKey {
+            allowed: Arc::new(ferry::transformer::http::AllowList::default()),
+            storage: self.storage.clone(),
+            key: ferry::transformer::storage::SessionKey {
                 endpoint_id: "ep".into(),
                 user_id: user.into(),
                 session_id: "s".into(),
             },
             log: Arc::new(NoLog),
         })
-    };
-    let event = |user: &str| InputEvent {
+    }
+}
+
+/// Runs the input hook of `turn` on a task of its own, handing the turn back with the decision.
+fn input_in_background(
+    mut turn: ferry::transformer::runtime::Turn,
+    user: &str,
+) -> tokio::task::JoinHandle<(
+    Result<ferry::transformer::InputDecision, ferry::transformer::HookError>,
+    ferry::transformer::runtime::Turn,
+)> {
+    let event = input_event(user);
+    tokio::spawn(async move {
+        let decision = turn.input(event).await;
+        (decision, turn)
+    })
+}
+
+fn input_event(user: &str) -> ferry::transformer::InputEvent {
+    use ferry::transformer::{EndpointInfo, FlowInput, InputEvent};
+    InputEvent {
         endpoint: EndpointInfo {
             id: "ep".into(),
             channel: "messenger".into(),
@@ -900,16 +922,25 @@ async fn waiting_for_a_free_instance_slot_does_not_count_against_the_hook_time()
         },
         messenger_event: "{}".into(),
         profile: None,
-    };
+    }
+}
+
+fn forwarded(
+    decision: &Result<ferry::transformer::InputDecision, ferry::transformer::HookError>,
+) -> bool {
+    matches!(decision, Ok(ferry::transformer::InputDecision::Forward(_)))
+}
+
+/// A turn whose instance must wait for a free pool slot: the wait is not the plugin's, so it must not
+/// count against its hook's time. (Before, a turn that waited longer than `hook_timeout_ms` for one of the
+/// 256 slots, all held by turns waiting on a slow flow, failed its hook as a timeout.)
+#[tokio::test]
+async fn waiting_for_a_free_instance_slot_does_not_count_against_the_hook_time() {
+    let pool = Pool::new(1, 1);
     // The first turn takes the only slot and keeps it (as a turn does while its flow runs).
-    let mut first = turn("u1");
-    let decision = first.input(event("u1")).await.unwrap();
-    assert!(matches!(decision, InputDecision::Forward(_)));
-    let mut second = turn("u2");
-    let waiting = tokio::spawn(async move {
-        let decision = second.input(event("u2")).await;
-        (decision, second)
-    });
+    let mut first = pool.turn("u1");
+    assert!(forwarded(&first.input(input_event("u1")).await));
+    let waiting = input_in_background(pool.turn("u2"), "u2");
     // Hold the slot for three times the second turn's hook timeout.
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert!(
@@ -918,9 +949,95 @@ async fn waiting_for_a_free_instance_slot_does_not_count_against_the_hook_time()
     );
     drop(first);
     let (decision, second) = waiting.await.unwrap();
-    assert!(
-        matches!(decision, Ok(InputDecision::Forward(_))),
-        "{decision:?}"
-    );
+    assert!(forwarded(&decision), "{decision:?}");
     assert!(second.instantiated());
+}
+
+/// The busy limit counts only turns that are working: a turn waiting on its flow or on Meta lets another
+/// turn take an instance, and a working turn beyond the limit waits until one finishes or starts waiting.
+#[tokio::test]
+async fn only_working_turns_count_against_the_busy_limit() {
+    let pool = Pool::new(8, 1);
+    let mut first = pool.turn("u1");
+    assert!(forwarded(&first.input(input_event("u1")).await));
+    let second = input_in_background(pool.turn("u2"), "u2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "one working turn fills a busy limit of one"
+    );
+    // The first turn now waits on its flow: the second may go on.
+    first.set_waiting(true);
+    let (decision, mut second) = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("a waiting turn must not hold the busy place")
+        .unwrap();
+    assert!(forwarded(&decision), "{decision:?}");
+    // Back from the flow, the first turn goes on without waiting (two are busy now, over the limit), and a
+    // third turn waits until both have left.
+    first.set_waiting(false);
+    assert!(forwarded(&first.input(input_event("u1")).await));
+    let third = input_in_background(pool.turn("u3"), "u3");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "still one busy turn, the limit");
+    second.set_waiting(true);
+    let (decision, _third) = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the third turn must get the place the second left")
+        .unwrap();
+    assert!(forwarded(&decision), "{decision:?}");
+    drop(second);
+}
+
+/// Through the server: with a busy limit of one, turns whose flow is slow still all reach the flow at once.
+/// The flow answers each request only when all of them have arrived (or after 8 s, saying so).
+#[tokio::test]
+async fn turns_waiting_on_a_slow_flow_do_not_hold_back_other_turns_with_a_plugin() {
+    const USERS: usize = 6;
+    let arrived = Arc::new(tokio::sync::Barrier::new(USERS));
+    let app = axum::Router::new().route(
+        "/flow",
+        axum::routing::post(move |axum::Json(req): axum::Json<Value>| {
+            let arrived = Arc::clone(&arrived);
+            async move {
+                let together = tokio::time::timeout(Duration::from_secs(8), arrived.wait())
+                    .await
+                    .is_ok();
+                let user = req["userId"].as_str().unwrap_or("?").to_string();
+                let text = format!("{user} {}", if together { "together" } else { "alone" });
+                axum::Json(json!({"outputs": [{"text": text}]}))
+            }
+        }),
+    );
+    let listener = listener().await;
+    let url = format!("http://{}/flow", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = data_dir();
+    let psids: Vec<String> = (0..USERS).map(|i| format!("70{i}")).collect();
+    let sim = users(&psids.iter().map(String::as_str).collect::<Vec<_>>());
+    let extra = format!(
+        "{}\n[endpoint.transformer]\nplugin = \"{}\"\n",
+        quiet_messenger(),
+        plugin_path("test_guest").display()
+    );
+    let flow = format!("kind = \"http\"\nurl = \"{url}\"\ntimeout_ms = 20000");
+    let h = Harness::start_with(
+        sim,
+        &format!("{}\nplugin_busy_instances = 1", server_toml(&dir)),
+        &endpoint_toml(&flow, &extra),
+    )
+    .await;
+    let events = psids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| text_event(p, &format!("m.slow.{i}"), "hello", 1_000 + i as i64))
+        .collect();
+    assert_eq!(h.post_json(&body(events)).await.0, 200);
+    h.idle().await;
+    let mut texts = h.texts();
+    texts.sort();
+    let expected: Vec<String> = psids.iter().map(|p| format!("{p} together")).collect();
+    assert_eq!(texts, expected);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
@@ -54,6 +54,10 @@ pub enum PluginCommand {
         /// Turns to measure per plugin (after 20 warm-up turns).
         #[arg(long, default_value_t = 2_000)]
         turns: usize,
+        /// Also measure with this many turns in flight, each holding its own instance, hooks interleaved
+        /// (as under load); prints the cost per turn.
+        #[arg(long, default_value_t = 0)]
+        in_flight: usize,
     },
 }
 
@@ -77,9 +81,16 @@ pub async fn run(args: PluginArgs) -> anyhow::Result<()> {
             };
             run_hook(&file, &hook, &event, limits, storage).await
         }
-        PluginCommand::Bench { files, turns } => {
+        PluginCommand::Bench {
+            files,
+            turns,
+            in_flight,
+        } => {
             for file in files {
                 bench(&file, turns).await?;
+                if in_flight > 0 {
+                    bench_in_flight(&file, turns, in_flight).await?;
+                }
             }
             Ok(())
         }
@@ -197,6 +208,86 @@ async fn bench(file: &PathBuf, turns: usize) -> anyhow::Result<()> {
         if failures > 0 { format!(", {failures} hook calls failed") } else { String::new() }
     );
     Ok(())
+}
+
+/// Turns in batches of `in_flight`: every turn of a batch is instantiated before any is dropped, so the
+/// instances' memory competes for the caches as it does when a busy host runs many turns at once.
+async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyhow::Result<()> {
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let info = inspect(&wasm)?;
+    let runtime = Runtime::new()?;
+    let artifact = std::env::temp_dir().join(format!("ferry-bench-{}.cwasm", info.sha256));
+    std::fs::write(&artifact, runtime.precompile(&wasm)?)?;
+    let plugin = Arc::new(runtime.load_precompiled("bench", info, &artifact)?);
+    let _ = std::fs::remove_file(&artifact);
+    let hooks = plugin.hooks();
+    let (event, context, summary) = bench_arguments();
+    let storage = Arc::new(MemorySessionStorage::new());
+    let log: Arc<dyn LogSink> = Arc::new(DiscardLog);
+    let batches = turns.div_ceil(in_flight).max(1) + 1;
+    let mut per_turn = Vec::with_capacity(batches);
+    let cpu_started = process_cpu_time();
+    for b in 0..batches {
+        let started = Instant::now();
+        let mut batch: Vec<_> = (0..in_flight)
+            .map(|i| {
+                plugin.turn(TurnContext {
+                    limits: Arc::new(Limits::default()),
+                    allowed: Arc::new(super::http::AllowList::default()),
+                    storage: storage.clone(),
+                    key: SessionKey {
+                        endpoint_id: "bench".into(),
+                        user_id: format!("u{i}"),
+                        session_id: "s".into(),
+                    },
+                    log: Arc::clone(&log),
+                })
+            })
+            .collect();
+        for turn in batch.iter_mut() {
+            if hooks.input {
+                let _ = turn.input(event.clone()).await;
+            }
+        }
+        for turn in batch.iter_mut() {
+            if hooks.output {
+                let _ = turn.output(context.clone()).await;
+            }
+        }
+        for turn in batch.iter_mut() {
+            if hooks.execution_finished {
+                let _ = turn.execution_finished(summary.clone()).await;
+            }
+        }
+        drop(batch);
+        if b > 0 {
+            per_turn.push(started.elapsed().as_secs_f64() * 1e6 / in_flight as f64);
+        }
+    }
+    let cpu = process_cpu_time().saturating_sub(cpu_started);
+    per_turn.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{}: {in_flight} turns in flight: median {:.1} us per turn over {} batches; {:.1} us of CPU per turn",
+        file.display(),
+        per_turn[per_turn.len() / 2],
+        per_turn.len(),
+        cpu.as_secs_f64() * 1e6 / (batches * in_flight) as f64,
+    );
+    Ok(())
+}
+
+/// CPU time this process has used (user and system, every thread).
+fn process_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a full rusage into the pointer it is given.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return Duration::ZERO;
+        }
+        usage.assume_init()
+    };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 struct DiscardLog;

@@ -19,6 +19,9 @@ use super::types::{
 use crate::config::TransformerConfig;
 use crate::metrics::Metrics;
 
+/// How long a flow or Send API call may take before its turn counts as waiting rather than working.
+const WAIT_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The plugin an endpoint runs now, swapped atomically: a turn keeps the version it started with.
 pub struct EndpointPlugin {
     endpoint_id: Arc<str>,
@@ -155,6 +158,26 @@ impl TurnHooks {
             metrics: None,
             masker: Arc::default(),
         }
+    }
+
+    /// Runs `work` (a flow call, a Send API call). When it takes longer than [`WAIT_GRACE`], the rest of it is
+    /// time spent waiting outside the host: meanwhile the turn's instance does not count as busy, so other
+    /// turns may start theirs (see the runtime's admission). Quick calls count as work: under a burst they
+    /// are mostly waiting for the CPU, like the rest of the turn.
+    pub async fn waiting<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        let Some(turn) = self.turn.as_mut().filter(|t| t.instantiated()) else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            result = &mut work => return result,
+            () = tokio::time::sleep(WAIT_GRACE) => {}
+        }
+        turn.set_waiting(true);
+        let result = work.await;
+        turn.set_waiting(false);
+        result
     }
 
     pub fn has_input(&self) -> bool {

@@ -11,11 +11,11 @@
 //!   nothing is compiled on the message path.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
@@ -34,6 +34,9 @@ use super::validate;
 pub const TICK: Duration = Duration::from_millis(10);
 /// Instances alive at once (turns using a plugin concurrently); further turns wait for a slot.
 const MAX_INSTANCES: u32 = 256;
+/// Instances in use at once by turns that are not waiting on the flow or the Send API, per CPU core. See
+/// [`Admission`].
+const BUSY_INSTANCES_PER_CORE: usize = 24;
 /// Bytes of a memory slot reset in place (memset) instead of being returned to the kernel.
 const KEEP_RESIDENT: usize = 4 << 20;
 /// Extra time the tokio backstop grants over the epoch deadline, so the epoch (which reports a clean
@@ -44,7 +47,7 @@ const BACKSTOP_GRACE: Duration = Duration::from_millis(250);
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -56,11 +59,21 @@ impl Drop for Runtime {
 
 impl Runtime {
     pub fn new() -> Result<Arc<Runtime>, PluginError> {
-        Runtime::with_instances(MAX_INSTANCES)
+        Runtime::with_instances(MAX_INSTANCES, Runtime::default_busy_instances())
     }
 
-    /// A runtime that keeps at most `max_instances` instances alive at once (tests use a small pool).
-    pub fn with_instances(max_instances: u32) -> Result<Arc<Runtime>, PluginError> {
+    /// [`BUSY_INSTANCES_PER_CORE`] for each core this process may use.
+    pub fn default_busy_instances() -> usize {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        BUSY_INSTANCES_PER_CORE * cores
+    }
+
+    /// A runtime that keeps at most `max_instances` instances alive at once, at most `max_busy` of them held
+    /// by turns that are not waiting on the flow or the Send API (tests use small numbers).
+    pub fn with_instances(
+        max_instances: u32,
+        max_busy: usize,
+    ) -> Result<Arc<Runtime>, PluginError> {
         let max_instances = max_instances.max(1);
         let engine = match Engine::new(&engine_config(Some(max_instances))) {
             Ok(engine) => engine,
@@ -77,7 +90,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             engine,
             linker,
-            slots: Arc::new(Semaphore::new(max_instances as usize)),
+            admission: Arc::new(Admission::new(max_instances as usize, max_busy)),
             ticker_stop,
         }))
     }
@@ -158,7 +171,7 @@ impl Runtime {
             input,
             output,
             finished,
-            slots: Arc::clone(&self.slots),
+            admission: Arc::clone(&self.admission),
         })
     }
 }
@@ -168,6 +181,11 @@ fn engine_config(pool: Option<u32>) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    // The contract is synchronous (WASI 0.2): no plugin needs the component model's concurrent ABI, and
+    // without it a hook call is a plain fiber switch instead of a trip through wasmtime's task scheduler,
+    // and a store carries no concurrent state to set up and tear down. Components that use the async ABI
+    // are refused at upload.
+    config.concurrency_support(false);
     if let Some(instances) = pool {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(instances)
@@ -241,7 +259,7 @@ pub struct Plugin {
     input: Option<InputIndices>,
     output: Option<OutputIndices>,
     finished: Option<FinishedIndices>,
-    slots: Arc<Semaphore>,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -282,10 +300,106 @@ impl Plugin {
     }
 }
 
+/// Which turns may create an instance now.
+///
+/// Two limits. `slots` is the pool: instances alive at once. `max_busy` bounds the instances held by turns
+/// that are working rather than waiting on the flow or the Send API. The second one is about the CPU's
+/// caches: under a burst every admitted turn's instance is touched again and again while the other turns run
+/// in between, and with hundreds interleaved each hook call found its instance cold (the plugin's cost per
+/// turn was four times what it is on a quiet host). Turns waiting on a slow flow or on Meta do not count,
+/// so those still run concurrently up to the pool's size.
+struct Admission {
+    slots: Arc<Semaphore>,
+    busy: AtomicUsize,
+    max_busy: usize,
+    less_busy: Notify,
+}
+
+impl Admission {
+    fn new(slots: usize, max_busy: usize) -> Admission {
+        Admission {
+            slots: Arc::new(Semaphore::new(slots)),
+            busy: AtomicUsize::new(0),
+            max_busy: max_busy.max(1),
+            less_busy: Notify::new(),
+        }
+    }
+
+    /// Waits until a busy place and a pool slot are free; the turn holds both from then on.
+    async fn admit(self: &Arc<Self>) -> Result<Slot, HookError> {
+        loop {
+            let less_busy = self.less_busy.notified();
+            tokio::pin!(less_busy);
+            // Registered before the check, so a place freed in between is not missed.
+            less_busy.as_mut().enable();
+            if self.take_busy_place() {
+                let permit = match Arc::clone(&self.slots).acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        self.leave_busy();
+                        return Err(HookError::Instantiate(
+                            "the runtime is shutting down".into(),
+                        ));
+                    }
+                };
+                return Ok(Slot {
+                    admission: Arc::clone(self),
+                    _permit: permit,
+                    busy: true,
+                });
+            }
+            less_busy.await;
+        }
+    }
+
+    fn take_busy_place(&self) -> bool {
+        self.busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |busy| {
+                (busy < self.max_busy).then_some(busy + 1)
+            })
+            .is_ok()
+    }
+
+    fn leave_busy(&self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        self.less_busy.notify_one();
+    }
+}
+
+/// A turn's place in the pool; counted as busy except while the turn waits on the flow or the Send API.
+struct Slot {
+    admission: Arc<Admission>,
+    _permit: OwnedSemaphorePermit,
+    busy: bool,
+}
+
+impl Slot {
+    fn set_busy(&mut self, busy: bool) {
+        if busy == self.busy {
+            return;
+        }
+        self.busy = busy;
+        if busy {
+            // Never waits: a turn that holds an instance always goes on.
+            self.admission.busy.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.admission.leave_busy();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.busy {
+            self.admission.leave_busy();
+        }
+    }
+}
+
 struct Live {
     store: Store<HostState>,
     instance: Instance,
-    _slot: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 /// One turn's instance of a plugin. Hooks of the turn run on it in order; it is dropped with the turn.
@@ -293,7 +407,7 @@ pub struct Turn {
     plugin: Arc<Plugin>,
     context: Option<TurnContext>,
     /// The pool slot this turn's instance will use, taken before the first hook's clock starts.
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     live: Option<Live>,
     poisoned: bool,
     stats: TurnStats,
@@ -383,6 +497,17 @@ impl Turn {
         self.live.is_some()
     }
 
+    /// Marks the turn as waiting on something outside the host (the flow, the Send API), or as working
+    /// again: a waiting turn's instance does not count against the busy limit (see [`Admission`]).
+    pub fn set_waiting(&mut self, waiting: bool) {
+        let slot = match (&mut self.live, &mut self.slot) {
+            (Some(live), _) => &mut live.slot,
+            (None, Some(slot)) => slot,
+            (None, None) => return,
+        };
+        slot.set_busy(!waiting);
+    }
+
     /// Runs one export under the limits: instantiates on first use, sets the epoch deadline, bounds the
     /// whole call with a tokio timeout, and classifies failures.
     async fn call<R, F>(&mut self, f: F) -> Result<R, HookError>
@@ -449,11 +574,7 @@ impl Turn {
         if self.live.is_some() || self.slot.is_some() {
             return Ok(());
         }
-        let slot = Arc::clone(&self.plugin.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| HookError::Instantiate("the runtime is shutting down".into()))?;
-        self.slot = Some(slot);
+        self.slot = Some(self.plugin.admission.admit().await?);
         Ok(())
     }
 
@@ -502,7 +623,7 @@ impl Turn {
         self.live = Some(Live {
             store,
             instance,
-            _slot: slot,
+            slot,
         });
         Ok(())
     }
