@@ -142,7 +142,7 @@ pub struct ServerConfig {
     /// from its first hook to its end. Further turns wait for one (the wait is not counted as hook time).
     pub plugin_instances: u32,
     /// Of those, how many may be held by turns that are working rather than waiting on a slow flow or on
-    /// Meta (`0`: 24 per CPU core). Fewer turns interleaved keeps each instance in the CPU's caches.
+    /// Meta (`0`: 48 per CPU core). Fewer turns interleaved keeps each instance in the CPU's caches.
     pub plugin_busy_instances: usize,
 }
 

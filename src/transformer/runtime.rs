@@ -36,7 +36,7 @@ pub const TICK: Duration = Duration::from_millis(10);
 const MAX_INSTANCES: u32 = 256;
 /// Instances in use at once by turns that are not waiting on the flow or the Send API, per CPU core. See
 /// [`Admission`].
-const BUSY_INSTANCES_PER_CORE: usize = 24;
+const BUSY_INSTANCES_PER_CORE: usize = 48;
 /// Bytes of a memory slot reset in place (memset) instead of being returned to the kernel.
 const KEEP_RESIDENT: usize = 4 << 20;
 /// Extra time the tokio backstop grants over the epoch deadline, so the epoch (which reports a clean
