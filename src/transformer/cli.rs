@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Map, Value};
 
 use super::inspect::inspect;
-use super::runtime::{Runtime, TurnContext};
+use super::runtime::{Plugin, Runtime, TurnContext};
 use super::storage::{MemorySessionStorage, SessionKey};
 use super::store::hook_names;
 use super::types::*;
@@ -148,15 +148,20 @@ fn bench_arguments() -> (InputEvent, OutputContext, TurnSummary) {
     (event, context, summary)
 }
 
-async fn bench(file: &PathBuf, turns: usize) -> anyhow::Result<()> {
+/// Like the host: precompile once, load the artifact, never compile on the measured path.
+fn load_for_bench(file: &PathBuf, runtime: &Runtime) -> anyhow::Result<Arc<Plugin>> {
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let info = inspect(&wasm)?;
-    let runtime = Runtime::new()?;
-    // Like the host: precompile once, load the artifact, never compile on the measured path.
     let artifact = std::env::temp_dir().join(format!("ferry-bench-{}.cwasm", info.sha256));
     std::fs::write(&artifact, runtime.precompile(&wasm)?)?;
     let plugin = Arc::new(runtime.load_precompiled("bench", info, &artifact)?);
     let _ = std::fs::remove_file(&artifact);
+    Ok(plugin)
+}
+
+async fn bench(file: &PathBuf, turns: usize) -> anyhow::Result<()> {
+    let runtime = Runtime::new()?;
+    let plugin = load_for_bench(file, &runtime)?;
     let hooks = plugin.hooks();
     let (event, context, summary) = bench_arguments();
     let storage = Arc::new(MemorySessionStorage::new());
@@ -213,13 +218,10 @@ async fn bench(file: &PathBuf, turns: usize) -> anyhow::Result<()> {
 /// Turns in batches of `in_flight`: every turn of a batch is instantiated before any is dropped, so the
 /// instances' memory competes for the caches as it does when a busy host runs many turns at once.
 async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyhow::Result<()> {
-    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let info = inspect(&wasm)?;
-    let runtime = Runtime::new()?;
-    let artifact = std::env::temp_dir().join(format!("ferry-bench-{}.cwasm", info.sha256));
-    std::fs::write(&artifact, runtime.precompile(&wasm)?)?;
-    let plugin = Arc::new(runtime.load_precompiled("bench", info, &artifact)?);
-    let _ = std::fs::remove_file(&artifact);
+    // One task holds every turn of a batch: the pool and its busy limit must fit them all.
+    let size = u32::try_from(in_flight).context("--in-flight is too large")?;
+    let runtime = Runtime::with_instances(size, in_flight)?;
+    let plugin = load_for_bench(file, &runtime)?;
     let hooks = plugin.hooks();
     let (event, context, summary) = bench_arguments();
     let storage = Arc::new(MemorySessionStorage::new());
