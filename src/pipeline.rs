@@ -484,20 +484,29 @@ async fn input_hook(
         return InputStep::Forward;
     }
     let input = &mut progress.input;
-    let mut plugin_input = to_plugin_input(input);
+    let event_input = to_plugin_input(input);
+    // What the patch lands on. `data` starts empty, which no patch can leave (a patched `data` is a JSON
+    // object, validated by the runtime): only a patched `data` is parsed back.
+    let mut patched = tx::FlowInput {
+        user_id: event_input.user_id.clone(),
+        session_id: event_input.session_id.clone(),
+        text: event_input.text.clone(),
+        data: String::new(),
+    };
     let hook_event = tx::InputEvent {
         endpoint: ep.plugin.endpoint_info().clone(),
-        input: plugin_input.clone(),
+        input: event_input,
         messenger_event: event.raw.get().to_string(),
         profile: progress.profile.clone(),
     };
-    let step = hooks.input(hook_event, &mut plugin_input).await;
-    input.user_id = plugin_input.user_id;
-    input.session_id = plugin_input.session_id;
-    input.text = plugin_input.text;
-    // The runtime validated that a patched `data` is a JSON object.
-    if let Ok(Value::Object(data)) = serde_json::from_str(&plugin_input.data) {
-        input.data = data;
+    let step = hooks.input(hook_event, &mut patched).await;
+    input.user_id = patched.user_id;
+    input.session_id = patched.session_id;
+    input.text = patched.text;
+    if !patched.data.is_empty() {
+        if let Ok(Value::Object(data)) = serde_json::from_str(&patched.data) {
+            input.data = data;
+        }
     }
     step
 }
