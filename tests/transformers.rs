@@ -1033,6 +1033,9 @@ async fn turns_waiting_on_a_slow_flow_do_not_hold_back_other_turns_with_a_plugin
         .enumerate()
         .map(|(i, p)| text_event(p, &format!("m.slow.{i}"), "hello", 1_000 + i as i64))
         .collect();
+    // The setting reached the runtime (else the default of 48 per core would let all six in anyway).
+    let store = h.host.app.plugin_store().unwrap();
+    assert_eq!(store.runtime().pool_limits(), (256, 1));
     assert_eq!(h.post_json(&body(events)).await.0, 200);
     h.idle().await;
     let mut texts = h.texts();
@@ -1040,4 +1043,44 @@ async fn turns_waiting_on_a_slow_flow_do_not_hold_back_other_turns_with_a_plugin
     let expected: Vec<String> = psids.iter().map(|p| format!("{p} together")).collect();
     assert_eq!(texts, expected);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pipeline marks a turn as waiting through `TurnHooks::waiting`: a call that returns within the grace
+/// (20 ms) counts as work and keeps the busy place; a longer one lets another turn in while it lasts.
+#[tokio::test]
+async fn only_calls_longer_than_the_grace_count_as_waiting() {
+    use ferry::transformer::hooks::EndpointPlugin;
+    use ferry::transformer::storage::SessionKey;
+    let pool = Pool::new(8, 1);
+    let endpoint = EndpointPlugin::new(
+        Arc::from("ep"),
+        &ferry::config::TransformerConfig::default(),
+        input_event("u1").endpoint,
+    );
+    endpoint.set(Some(Arc::clone(&pool.plugin)));
+    let metrics = Arc::new(ferry::metrics::Metrics::new());
+    let key = SessionKey {
+        endpoint_id: "ep".into(),
+        user_id: "u1".into(),
+        session_id: "s".into(),
+    };
+    let mut hooks = endpoint.begin(&metrics, pool.storage.clone(), key, Vec::new());
+    let mut input = input_event("u1").input;
+    hooks.input(input_event("u1"), &mut input).await;
+    // The first turn holds the only busy place; a second one waits for it through a quick call.
+    let second = input_in_background(pool.turn("u2"), "u2");
+    hooks
+        .waiting(tokio::time::sleep(Duration::from_millis(2)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!second.is_finished(), "a quick call counts as work");
+    // A slow call: the second turn gets the place while it lasts.
+    let finished_during_the_call = hooks
+        .waiting(async {
+            tokio::time::timeout(Duration::from_secs(10), second)
+                .await
+                .is_ok()
+        })
+        .await;
+    assert!(finished_during_the_call, "a slow call lets another turn in");
 }

@@ -228,6 +228,7 @@ async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyh
     let log: Arc<dyn LogSink> = Arc::new(DiscardLog);
     let batches = turns.div_ceil(in_flight).max(1) + 1;
     let mut per_turn = Vec::with_capacity(batches);
+    let mut failures = 0usize;
     let cpu_started = process_cpu_time();
     for b in 0..batches {
         let started = Instant::now();
@@ -248,17 +249,17 @@ async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyh
             .collect();
         for turn in batch.iter_mut() {
             if hooks.input {
-                let _ = turn.input(event.clone()).await;
+                failures += usize::from(turn.input(event.clone()).await.is_err());
             }
         }
         for turn in batch.iter_mut() {
             if hooks.output {
-                let _ = turn.output(context.clone()).await;
+                failures += usize::from(turn.output(context.clone()).await.is_err());
             }
         }
         for turn in batch.iter_mut() {
             if hooks.execution_finished {
-                let _ = turn.execution_finished(summary.clone()).await;
+                failures += usize::from(turn.execution_finished(summary.clone()).await.is_err());
             }
         }
         drop(batch);
@@ -269,11 +270,12 @@ async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyh
     let cpu = process_cpu_time().saturating_sub(cpu_started);
     per_turn.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{}: {in_flight} turns in flight: median {:.1} us per turn over {} batches; {:.1} us of CPU per turn",
+        "{}: {in_flight} turns in flight: median {:.1} us per turn over {} batches; {:.1} us of CPU per turn{}",
         file.display(),
         per_turn[per_turn.len() / 2],
         per_turn.len(),
         cpu.as_secs_f64() * 1e6 / (batches * in_flight) as f64,
+        if failures > 0 { format!(", {failures} hook calls failed") } else { String::new() }
     );
     Ok(())
 }

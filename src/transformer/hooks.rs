@@ -118,6 +118,15 @@ impl EndpointPlugin {
     }
 }
 
+/// Marks a turn as working again when dropped (see [`TurnHooks::waiting`]).
+struct BackToWork<'a>(&'a mut Turn);
+
+impl Drop for BackToWork<'_> {
+    fn drop(&mut self) {
+        self.0.set_waiting(false);
+    }
+}
+
 /// What the input hook decided, after the endpoint's policy.
 pub enum InputStep {
     /// Run the flow (the input may have been patched).
@@ -175,8 +184,10 @@ impl TurnHooks {
             () = tokio::time::sleep(WAIT_GRACE) => {}
         }
         turn.set_waiting(true);
+        // Working again when the call returns, or when this future is dropped before.
+        let back = BackToWork(turn);
         let result = work.await;
-        turn.set_waiting(false);
+        drop(back);
         result
     }
 

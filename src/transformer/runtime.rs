@@ -70,6 +70,11 @@ impl Runtime {
 
     /// A runtime that keeps at most `max_instances` instances alive at once, at most `max_busy` of them held
     /// by turns that are not waiting on the flow or the Send API (tests use small numbers).
+    ///
+    /// A turn that holds an instance never waits for another one, so turns that each run on a task of their
+    /// own (as the host's do) always make progress. A single task that holds more working turns than
+    /// `max_busy` (or more turns than `max_instances`) and starts yet another one waits forever: the plugin
+    /// bench sizes its runtime for that.
     pub fn with_instances(
         max_instances: u32,
         max_busy: usize,
@@ -93,6 +98,11 @@ impl Runtime {
             admission: Arc::new(Admission::new(max_instances as usize, max_busy)),
             ticker_stop,
         }))
+    }
+
+    /// The pool's size and its busy limit (see [`Runtime::with_instances`]).
+    pub fn pool_limits(&self) -> (usize, usize) {
+        (self.admission.max_slots, self.admission.max_busy)
     }
 
     /// Identifies the engine's artifact format: precompiled files are keyed by it, so an upgraded host
@@ -302,14 +312,16 @@ impl Plugin {
 
 /// Which turns may create an instance now.
 ///
-/// Two limits. `slots` is the pool: instances alive at once. `max_busy` bounds the instances held by turns
-/// that are working rather than waiting on the flow or the Send API. The second one is about the CPU's
+/// Two limits. `slots` is the pool: instances alive at once. A turn creates its instance only while fewer
+/// than `max_busy` turns that are working (rather than waiting on the flow or the Send API) hold one; a turn
+/// coming back from a wait goes on at once, so the count may briefly exceed the limit. The second one is about the CPU's
 /// caches: under a burst every admitted turn's instance is touched again and again while the other turns run
 /// in between, and with hundreds interleaved each hook call found its instance cold (the plugin's cost per
 /// turn was four times what it is on a quiet host). Turns waiting on a slow flow or on Meta do not count,
 /// so those still run concurrently up to the pool's size.
 struct Admission {
     slots: Arc<Semaphore>,
+    max_slots: usize,
     busy: AtomicUsize,
     max_busy: usize,
     less_busy: Notify,
@@ -319,29 +331,26 @@ impl Admission {
     fn new(slots: usize, max_busy: usize) -> Admission {
         Admission {
             slots: Arc::new(Semaphore::new(slots)),
+            max_slots: slots,
             busy: AtomicUsize::new(0),
             max_busy: max_busy.max(1),
             less_busy: Notify::new(),
         }
     }
 
-    /// Waits until a busy place and a pool slot are free; the turn holds both from then on.
+    /// Waits until a pool slot and a busy place are free; the turn holds both from then on. Cancel-safe:
+    /// nothing is held between awaits except the pool permit, which frees itself when dropped.
     async fn admit(self: &Arc<Self>) -> Result<Slot, HookError> {
+        let permit = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| HookError::Instantiate("the runtime is shutting down".into()))?;
         loop {
             let less_busy = self.less_busy.notified();
             tokio::pin!(less_busy);
             // Registered before the check, so a place freed in between is not missed.
             less_busy.as_mut().enable();
             if self.take_busy_place() {
-                let permit = match Arc::clone(&self.slots).acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        self.leave_busy();
-                        return Err(HookError::Instantiate(
-                            "the runtime is shutting down".into(),
-                        ));
-                    }
-                };
                 return Ok(Slot {
                     admission: Arc::clone(self),
                     _permit: permit,
