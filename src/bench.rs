@@ -49,6 +49,8 @@ pub struct BenchReport {
     pub ack_p50_us: f64,
     pub ack_p99_us: f64,
     pub turns_per_sec: f64,
+    /// CPU time of the whole bench process (host, emulator and driver) per event, in microseconds.
+    pub cpu_per_turn_us: f64,
     pub peak_rss_mib: f64,
 }
 
@@ -72,6 +74,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         r.ack_p50_us, r.ack_p99_us
     );
     println!("completed turns/s     : {:.0}", r.turns_per_sec);
+    println!(
+        "CPU per turn          : {:.0} us (the whole bench process: host, emulator and driver)",
+        r.cpu_per_turn_us
+    );
     println!("peak RSS (whole bench): {:.0} MiB", r.peak_rss_mib);
     Ok(())
 }
@@ -146,6 +152,7 @@ kind = "echo"
     );
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
+    let cpu_started = crate::transformer::cli::process_cpu_time();
     let mut tasks = Vec::new();
     for _ in 0..args.connections.max(1) {
         let (requests, next) = (Arc::clone(&requests), Arc::clone(&next));
@@ -161,12 +168,16 @@ kind = "echo"
         bail!("turns did not finish");
     }
     let turns_in = started.elapsed();
+    let cpu = crate::transformer::cli::process_cpu_time().saturating_sub(cpu_started);
     let sent = sim.counters().messages as usize;
     if sent != args.events {
         bail!(
             "the emulator received {sent} messages for {} events",
             args.events
         );
+    }
+    if args.plugin.is_some() {
+        check_every_turn_ran_the_plugin(host.app.metrics(), args.events)?;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
@@ -181,6 +192,7 @@ kind = "echo"
         ack_p50_us: pct(0.50),
         ack_p99_us: pct(0.99),
         turns_per_sec: args.events as f64 / turns_in.as_secs_f64(),
+        cpu_per_turn_us: cpu.as_secs_f64() * 1e6 / args.events as f64,
         peak_rss_mib: peak_rss_mib(),
     };
     host.stop(Duration::from_secs(5)).await?;
@@ -316,4 +328,34 @@ pub fn peak_rss_mib() -> f64 {
         })
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0)
+}
+
+/// A plugin run counts only if every turn created its instance and ran each hook without an error: a
+/// failing plugin would make turns look cheaper than they are.
+fn check_every_turn_ran_the_plugin(
+    metrics: &crate::metrics::Metrics,
+    events: usize,
+) -> anyhow::Result<()> {
+    let endpoint = ("endpoint", "bench");
+    let instances = metrics.counter("ferry_plugin_instantiations_total", &[endpoint]);
+    if instances != events as u64 {
+        bail!("the plugin was instantiated {instances} times for {events} turns");
+    }
+    for hook in ["input", "output", "execution_finished"] {
+        let calls =
+            metrics.histogram_count("ferry_hook_duration_seconds", &[endpoint, ("hook", hook)]);
+        if calls != 0 && calls != events as u64 {
+            bail!("the {hook} hook ran {calls} times for {events} turns");
+        }
+    }
+    let errors: Vec<String> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("ferry_hook_errors_total{"))
+        .map(str::to_string)
+        .collect();
+    if !errors.is_empty() {
+        bail!("plugin hooks failed: {}", errors.join("; "));
+    }
+    Ok(())
 }

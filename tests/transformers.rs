@@ -868,6 +868,14 @@ impl Pool {
     }
 
     fn turn(&self, user: &str) -> ferry::transformer::runtime::Turn {
+        self.turn_with_timeout(user, 300)
+    }
+
+    fn turn_with_timeout(
+        &self,
+        user: &str,
+        hook_timeout_ms: u64,
+    ) -> ferry::transformer::runtime::Turn {
         use ferry::transformer::{Level, Limits, LogSink};
         struct NoLog;
         impl LogSink for NoLog {
@@ -875,7 +883,7 @@ impl Pool {
         }
         self.plugin.turn(ferry::transformer::runtime::TurnContext {
             limits: Arc::new(Limits {
-                hook_timeout_ms: 300,
+                hook_timeout_ms,
                 ..Limits::default()
             }),
             allowed: Arc::new(ferry::transformer::http::AllowList::default()),
@@ -929,6 +937,31 @@ fn forwarded(
     decision: &Result<ferry::transformer::InputDecision, ferry::transformer::HookError>,
 ) -> bool {
     matches!(decision, Ok(ferry::transformer::InputDecision::Forward(_)))
+}
+
+/// Plugin work of all turns shares one task (the lane), so a guest in an endless loop must not hold it: on
+/// a runtime with a single thread, turns after it finish while it is still running towards its deadline.
+#[tokio::test]
+async fn a_turn_in_an_endless_loop_holds_up_no_other_turn() {
+    let pool = Pool::new(8, 8);
+    let mut looping = pool.turn_with_timeout("u1", 5_000);
+    let mut event = input_event("u1");
+    event.input.text = Some("loop".into());
+    let looping = tokio::spawn(async move { looping.input(event).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for user in ["u2", "u3", "u4"] {
+        let mut turn = pool.turn(user);
+        assert!(forwarded(&turn.input(input_event(user)).await));
+    }
+    assert!(
+        !looping.is_finished(),
+        "the other turns finished before the loop's deadline"
+    );
+    let result = looping.await.unwrap();
+    assert!(
+        matches!(result, Err(ferry::transformer::HookError::Timeout(5_000))),
+        "{result:?}"
+    );
 }
 
 /// A turn whose instance must wait for a free pool slot: the wait is not the plugin's, so it must not

@@ -281,7 +281,7 @@ async fn bench_in_flight(file: &PathBuf, turns: usize, in_flight: usize) -> anyh
 }
 
 /// CPU time this process has used (user and system, every thread).
-fn process_cpu_time() -> Duration {
+pub(crate) fn process_cpu_time() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a full rusage into the pointer it is given.
     let usage = unsafe {

@@ -127,6 +127,8 @@ pub struct HostState {
     pub log: Arc<TurnLog>,
     pub output: CapturedOutput,
     pub limits: Arc<Limits>,
+    /// When the running hook call must stop (checked at every epoch tick).
+    pub deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -156,6 +158,7 @@ impl HostState {
             log,
             output,
             limits,
+            deadline: std::time::Instant::now(),
         }
     }
 }

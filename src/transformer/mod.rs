@@ -2,6 +2,7 @@
 //!
 //! - [`inspect`]: validates an uploaded component without compiling it (hooks, imports, contract version).
 //! - [`runtime`]: the engine, precompilation, and one instance per turn ([`runtime::Turn`]).
+//! - [`lane`]: the one task that runs the plugin work of every turn, and what keeps it from being held.
 //! - [`host`]: what a plugin may reach: log, session storage, WASI with nothing granted, HTTP behind [`http`].
 //! - [`store`]: content-addressed plugin files, activation, rollback, survival across restarts.
 //! - [`types`], [`validate`], [`error`]: plain host-side values, contract checks, errors.
@@ -13,6 +14,7 @@ pub mod hooks;
 pub mod host;
 pub mod http;
 pub mod inspect;
+pub mod lane;
 pub mod runtime;
 pub mod storage;
 pub mod store;

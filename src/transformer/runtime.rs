@@ -5,8 +5,12 @@
 //! - A pooling allocator plus [`InstancePre`] make a fresh instance cheap (tens of microseconds for Rust), so
 //!   every turn gets its own instance: no state leaks between users or turns, and a plugin that trapped is
 //!   simply thrown away with its turn.
-//! - Epoch interruption bounds a hook's wall time (a ticker thread advances the epoch every [`TICK`]); a
-//!   guest waiting in a host call (HTTP) is bounded by a tokio timeout around the call as well.
+//! - Epoch interruption bounds a hook's wall time (a ticker thread advances the epoch every [`TICK`]). At
+//!   each tick a running guest either stops (its deadline has passed) or yields, so a guest in a loop never
+//!   holds a thread, or the plugin lane, for longer than a tick. A guest waiting in a host call (HTTP) is
+//!   bounded by a tokio timeout around the call as well.
+//! - A turn's plugin work runs on the plugin [`lane`](super::lane) unless the plugin is slow: under load,
+//!   that keeps the engine's shared state on one core.
 //! - Precompiled artifacts are written by [`Runtime::precompile`] and loaded with [`Runtime::load_precompiled`]:
 //!   nothing is compiled on the message path.
 
@@ -17,12 +21,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
 
 use super::bindings::{self, FinishedIndices, InputIndices, OutputIndices};
 use super::error::{HookError, PluginError};
 use super::host::{HostState, MemoryLimiter, TurnLog};
 use super::http::{AllowList, HttpPolicy};
+use super::lane::Job;
+use super::lane::{CallTimes, Lane};
 use super::storage::{SessionKey, SessionStorage};
 use super::types::{
     Hooks, InputDecision, InputEvent, Limits, LogSink, OutputContext, OutputDecision, PluginInfo,
@@ -48,12 +56,19 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     admission: Arc<Admission>,
-    ticker_stop: Arc<AtomicBool>,
+    lane: Arc<Lane>,
+    ticker: Arc<EpochTicker>,
 }
 
-impl Drop for Runtime {
+/// Stops the epoch ticker when the runtime and every plugin loaded from it are gone: a plugin that
+/// outlived its runtime without epochs could loop for ever.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -90,13 +105,14 @@ impl Runtime {
             }
         };
         let linker = host_linker(&engine)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), Arc::clone(&stop))?;
         Ok(Arc::new(Runtime {
             engine,
             linker,
             admission: Arc::new(Admission::new(max_instances as usize, max_busy)),
-            ticker_stop,
+            lane: Arc::new(Lane::default()),
+            ticker: Arc::new(EpochTicker { stop }),
         }))
     }
 
@@ -182,6 +198,9 @@ impl Runtime {
             output,
             finished,
             admission: Arc::clone(&self.admission),
+            lane: Arc::clone(&self.lane),
+            call_times: CallTimes::default(),
+            _ticker: Arc::clone(&self.ticker),
         })
     }
 }
@@ -270,6 +289,10 @@ pub struct Plugin {
     output: Option<OutputIndices>,
     finished: Option<FinishedIndices>,
     admission: Arc<Admission>,
+    lane: Arc<Lane>,
+    /// How long this plugin's hook calls take: slow plugins stay off the lane.
+    call_times: CallTimes,
+    _ticker: Arc<EpochTicker>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -468,20 +491,25 @@ impl Turn {
         Ok(decision)
     }
 
+    /// The last hook of a turn: the instance is torn down right after it, while it is still warm in the
+    /// caches (the turn's counters are kept).
     pub async fn execution_finished(&mut self, summary: TurnSummary) -> Result<(), HookError> {
         let indices = self
             .plugin
             .finished
             .clone()
             .ok_or(HookError::NotExported("execution-finished"))?;
-        self.call(move |store, instance| {
-            Box::pin(async move {
-                let guest = indices.load(&mut *store, instance)?;
-                guest
-                    .call_handle_execution_finished(&mut *store, &summary.into())
-                    .await
-            })
-        })
+        self.call_then_end(
+            move |store, instance| {
+                Box::pin(async move {
+                    let guest = indices.load(&mut *store, instance)?;
+                    guest
+                        .call_handle_execution_finished(&mut *store, &summary.into())
+                        .await
+                })
+            },
+            true,
+        )
         .await?
         .map_err(HookError::Plugin)
     }
@@ -521,6 +549,73 @@ impl Turn {
     /// whole call with a tokio timeout, and classifies failures.
     async fn call<R, F>(&mut self, f: F) -> Result<R, HookError>
     where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut Store<HostState>,
+                &'a Instance,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+            > + Send
+            + 'static,
+    {
+        self.call_then_end(f, false).await
+    }
+
+    /// [`Turn::call`], and with `end` the instance is dropped right after.
+    async fn call_then_end<R, F>(&mut self, f: F, end: bool) -> Result<R, HookError>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a mut Store<HostState>,
+                &'a Instance,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
+            > + Send
+            + 'static,
+    {
+        if self.poisoned {
+            return Err(HookError::Poisoned);
+        }
+        self.wait_for_a_slot().await?;
+        if !Lane::fits(&self.plugin.call_times) {
+            return self.call_here(f, end).await;
+        }
+        // The lane needs the turn's state for the duration of the call: it moves there and comes back.
+        let mut turn = std::mem::replace(self, Turn::lent(&self.plugin));
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::pin(async move {
+            let result = turn.call_here(f, end).await;
+            let _ = done.send((turn, result));
+        });
+        if let Err(job) = self.plugin.lane.submit(job) {
+            job.await;
+        }
+        match result.await {
+            Ok((turn, result)) => {
+                *self = turn;
+                result
+            }
+            // Only when the lane's runtime shut down under the call: the instance went with it.
+            Err(_) => Err(HookError::Poisoned),
+        }
+    }
+
+    /// A stand-in for a turn whose state is on the lane; never called.
+    fn lent(plugin: &Arc<Plugin>) -> Turn {
+        Turn {
+            plugin: Arc::clone(plugin),
+            context: None,
+            slot: None,
+            live: None,
+            poisoned: true,
+            stats: TurnStats::default(),
+            log: None,
+        }
+    }
+
+    /// [`Turn::call`] on the task it is polled on.
+    async fn call_here<R, F>(&mut self, f: F, end: bool) -> Result<R, HookError>
+    where
         F: for<'a> FnOnce(
             &'a mut Store<HostState>,
             &'a Instance,
@@ -528,21 +623,17 @@ impl Turn {
             Box<dyn std::future::Future<Output = wasmtime::Result<R>> + Send + 'a>,
         >,
     {
-        if self.poisoned {
-            return Err(HookError::Poisoned);
-        }
         self.stats.hook_calls += 1;
         let limits = self.limits();
         let timeout = Duration::from_millis(limits.hook_timeout_ms.max(1));
-        self.wait_for_a_slot().await?;
         let started = Instant::now();
         let result = tokio::time::timeout(timeout + BACKSTOP_GRACE, async {
             self.ensure_instance(timeout).await?;
             let Some(live) = self.live.as_mut() else {
                 return Err(HookError::Instantiate("no instance".into()));
             };
-            live.store
-                .set_epoch_deadline(ticks(timeout.saturating_sub(started.elapsed())));
+            live.store.data_mut().deadline = started + timeout;
+            live.store.set_epoch_deadline(1);
             let outcome = f(&mut live.store, &live.instance).await;
             live.store.data().output.flush();
             outcome
@@ -553,6 +644,11 @@ impl Turn {
             Ok(result) => result,
             Err(_) => Err(HookError::Timeout(limits.hook_timeout_ms)),
         };
+        self.plugin.call_times.record(started.elapsed());
+        if end {
+            self.stats = self.stats();
+            self.live = None;
+        }
         if let Err(e) = &result {
             if matches!(
                 e,
@@ -612,10 +708,18 @@ impl Turn {
         );
         let mut store = Store::new(self.plugin.pre.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        // A fresh store's deadline has already passed: set it before instantiating (instantiation runs
-        // guest start functions).
-        store.set_epoch_deadline(ticks(timeout));
-        store.epoch_deadline_trap();
+        // At every epoch tick the guest either stops (its hook's deadline has passed) or yields, so that a
+        // guest in a loop holds no task, and no lane, for longer than a tick. A fresh store's deadline has
+        // already passed: set it before instantiating (instantiation runs guest start functions).
+        store.data_mut().deadline = Instant::now() + timeout;
+        store.epoch_deadline_callback(|store| {
+            Ok(if Instant::now() >= store.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
         let instance = match self.plugin.pre.instantiate_async(&mut store).await {
             Ok(instance) => instance,
             Err(e) => {
@@ -638,13 +742,20 @@ impl Turn {
     }
 }
 
-fn ticks(time: Duration) -> u64 {
-    (time.as_millis() as u64)
-        .div_ceil(TICK.as_millis() as u64)
-        .max(1)
+/// Turns a wasmtime error into what happened, for the log and the metrics.
+impl Drop for Turn {
+    /// Tearing an instance down touches the same shared state as creating one: on the lane too.
+    fn drop(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        if Lane::fits(&self.plugin.call_times) {
+            // Without a runtime the job comes back and is dropped here, instance and all.
+            let _ = self.plugin.lane.submit(Box::pin(async move { drop(live) }));
+        }
+    }
 }
 
-/// Turns a wasmtime error into what happened, for the log and the metrics.
 fn classify(
     error: wasmtime::Error,
     store: &Store<HostState>,
